@@ -1,0 +1,1 @@
+"""Results to tables: markdown, CSV and HTML, with the paper's numbers beside ours."""

@@ -1,0 +1,25 @@
+"""mmeb: evaluate universal multimodal embedding models on MMEB.
+
+``import mmeb`` is light: it loads no model library and no data library.
+"""
+
+from mmeb.encoder import Encoder
+from mmeb.errors import DataError, MMEBError, ModelError, ResultsError
+from mmeb.items import Item, Side
+from mmeb.tasks import TaskSpec, get_task, select_tasks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "Encoder",
+    "Item",
+    "MMEBError",
+    "ModelError",
+    "ResultsError",
+    "Side",
+    "TaskSpec",
+    "__version__",
+    "get_task",
+    "select_tasks",
+]

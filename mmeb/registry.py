@@ -1,0 +1,165 @@
+"""Finding models by name, module path, file path or entry point, without importing them early.
+
+Built-in adapters are listed as ``"module:factory"`` strings so that ``import mmeb`` and
+``mmeb models`` never import torch or a model library. A factory is any callable that returns
+an :class:`~mmeb.encoder.Encoder`; it receives ``checkpoint``, ``device`` and ``dtype`` when the
+user sets them, plus every ``--model-arg key=value``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from mmeb.encoder import Encoder
+from mmeb.errors import ModelError
+
+ENTRY_POINT_GROUP = "mmeb.models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    target: str  # "module:factory"
+    description: str
+    default_checkpoint: str | None = None
+    extra: str | None = None  # pip extra that provides its dependencies
+
+
+BUILTIN_MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        "random",
+        "mmeb.random_encoder:RandomEncoder",
+        "deterministic hash-seeded vectors for smoke tests (every modality; scores chance)",
+    ),
+)
+
+
+def registered_models() -> dict[str, ModelEntry]:
+    """Built-in adapters plus those installed under the ``mmeb.models`` entry-point group."""
+    models = {entry.name: entry for entry in BUILTIN_MODELS}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        models.setdefault(ep.name, ModelEntry(ep.name, ep.value, f"entry point ({ep.value})"))
+    return models
+
+
+def resolve_factory(spec: str) -> Callable[..., Any]:
+    """``name`` | ``pkg.module:factory`` | ``path/to/file.py:factory`` -> the factory."""
+    models = registered_models()
+    if spec in models:
+        spec = models[spec].target
+    elif ":" not in spec:
+        raise ModelError(
+            f"unknown model {spec!r}; registered models: {', '.join(sorted(models))} "
+            "(or pass pkg.module:factory / path/to/file.py:factory)"
+        )
+    location, _, attr = spec.rpartition(":")
+    module = _load_file(location) if location.endswith(".py") else _import(location, spec)
+    try:
+        return getattr(module, attr)  # type: ignore[no-any-return]
+    except AttributeError:
+        raise ModelError(f"{location} has no attribute {attr!r} (from --model {spec})") from None
+
+
+def _import(module_name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ModelError(f"cannot import module {module_name!r} (from --model {spec})") from None
+        raise ModelError(
+            f"model {spec!r} needs the package {exc.name!r}; install it, e.g. "
+            f"pip install \"mmeb[{_extra_for(spec)}]\""
+        ) from None
+
+
+def _extra_for(spec: str) -> str:
+    for entry in BUILTIN_MODELS:
+        if entry.target == spec and entry.extra:
+            return entry.extra
+    return "all"
+
+
+def _load_file(path: str) -> Any:
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"model file not found: {path}")
+    module_name = f"mmeb_user_model_{abs(hash(file.resolve()))}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_model(
+    spec: str,
+    *,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> Encoder:
+    """Build an encoder from a ``--model`` spec and the shared options."""
+    factory = resolve_factory(spec)
+    kwargs: dict[str, Any] = {
+        k: v for k, v in {"checkpoint": checkpoint, "device": device, "dtype": dtype}.items() if v
+    }
+    kwargs.update(model_args or {})
+    _check_accepts(factory, kwargs, spec)
+    encoder = factory(**kwargs)
+    if not isinstance(encoder, Encoder):
+        raise ModelError(
+            f"--model {spec} returned {type(encoder).__name__}, which lacks a `name` attribute "
+            "or an `encode(items, *, side, task)` method"
+        )
+    return encoder
+
+
+def _check_accepts(factory: Callable[..., Any], kwargs: Mapping[str, Any], spec: str) -> None:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        option = {"checkpoint": "--checkpoint", "device": "--device", "dtype": "--dtype"}
+        named = ", ".join(option.get(k, f"--model-arg {k}=...") for k in unknown)
+        accepted = ", ".join(params) or "nothing"
+        raise ModelError(f"model {spec!r} does not take {named} (it accepts: {accepted})")
+
+
+def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict, with ints, floats, booleans and ``none`` converted."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ModelError(f"--model-arg {pair!r} is not key=value")
+        out[key.strip().replace("-", "_")] = _convert(value.strip())
+    return out
+
+
+def _convert(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

@@ -1,0 +1,1 @@
+"""The sample suite: a procedural, license-free mini-MMEB in the exact MMEB formats."""

@@ -1,0 +1,1 @@
+"""Model adapters for mmeb, one module per family, found through mmeb.registry."""

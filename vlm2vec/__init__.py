@@ -1,0 +1,1 @@
+"""The VLM2Vec contrastive trainer."""
