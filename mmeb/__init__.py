@@ -10,6 +10,16 @@ from mmeb.tasks import TaskSpec, get_task, select_tasks
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The evaluation entry point pulls in numpy and the engine; load it on first use only.
+    if name == "evaluate":
+        from mmeb.runner import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'mmeb' has no attribute {name!r}")
+
+
 __all__ = [
     "DataError",
     "Encoder",
@@ -20,6 +30,7 @@ __all__ = [
     "Side",
     "TaskSpec",
     "__version__",
+    "evaluate",
     "get_task",
     "select_tasks",
 ]

@@ -1,0 +1,203 @@
+"""Evaluating one encoder on one task: encode each unique input once, score, measure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmeb.data import TaskInputs, load_task_inputs
+from mmeb.encoder import Encoder, encoder_modalities
+from mmeb.errors import ModelError
+from mmeb.items import Item, Side
+from mmeb.metrics import (
+    MAIN_METRIC,
+    TIE_ATOL,
+    chance_hit1,
+    l2_normalize,
+    near_chance,
+    rank_counts,
+    summarize_metrics,
+)
+from mmeb.tasks import TaskSpec
+
+log = logging.getLogger("mmeb")
+
+TIE_POLICY = "expected"  # ties share credit: expected value under random tie-breaking
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one task produced, before it is written as a result."""
+
+    task: TaskSpec
+    metrics: dict[str, float]
+    chance: float
+    counts: dict[str, Any]
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)  # doubts about the score itself
+    notes: list[str] = field(default_factory=list)  # how the data differs from the reference
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_score(self) -> float:
+        return self.metrics[MAIN_METRIC]
+
+
+def check_modalities(encoder: Encoder, inputs: TaskInputs) -> None:
+    accepted = encoder_modalities(encoder)
+    for side, items in ((Side.QUERY, inputs.queries), (Side.TARGET, inputs.targets)):
+        needed = {item.modality for item in items}
+        missing = needed - accepted
+        if missing:
+            raise ModelError(
+                f"model {encoder.name!r} cannot encode {'/'.join(sorted(missing))} {side} inputs "
+                f"of task {inputs.task.name} (it accepts {', '.join(sorted(accepted))}); "
+                "choose other tasks with --tasks or --split"
+            )
+
+
+def encode_unique(
+    encoder: Encoder,
+    items: Sequence[Item],
+    *,
+    side: Side,
+    task: TaskSpec,
+    batch_size: int,
+    progress: bool = True,
+) -> np.ndarray:
+    """Encode ``items`` (already unique) in batches; returns L2-normalised float64 vectors."""
+    from tqdm.auto import tqdm
+
+    chunks: list[np.ndarray] = []
+    bar = tqdm(total=len(items), desc=f"{task.name} {side}s", unit="item",
+               disable=not progress, leave=False)
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            out = _to_numpy(encoder.encode(batch, side=side, task=task))
+            if out.ndim != 2 or out.shape[0] != len(batch):
+                raise ModelError(
+                    f"model {encoder.name!r} returned shape {out.shape} for {len(batch)} "
+                    f"{side} items of {task.name}; expected ({len(batch)}, d)"
+                )
+            if chunks and out.shape[1] != chunks[0].shape[1]:
+                raise ModelError(
+                    f"model {encoder.name!r} returned {out.shape[1]}-d vectors after "
+                    f"{chunks[0].shape[1]}-d ones on {task.name}"
+                )
+            if not np.isfinite(out).all():
+                raise ModelError(
+                    f"model {encoder.name!r} returned NaN or infinite values for {side} items "
+                    f"of {task.name} (first: {batch[0].origin}); check --dtype"
+                )
+            chunks.append(out)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return l2_normalize(np.concatenate(chunks, axis=0))
+
+
+def _to_numpy(out: Any) -> np.ndarray:
+    if hasattr(out, "detach"):  # a torch tensor; avoid importing torch here
+        out = out.detach().float().cpu().numpy()
+    return np.asarray(out, dtype=np.float64)
+
+
+def evaluate_inputs(
+    encoder: Encoder, inputs: TaskInputs, *, batch_size: int = 32, progress: bool = True
+) -> Evaluation:
+    task = inputs.task
+    check_modalities(encoder, inputs)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    query_vecs = encode_unique(encoder, inputs.queries, side=Side.QUERY, task=task,
+                               batch_size=batch_size, progress=progress)
+    timings["encode_queries_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    target_vecs = encode_unique(encoder, inputs.targets, side=Side.TARGET, task=task,
+                                batch_size=batch_size, progress=progress)
+    timings["encode_targets_s"] = time.perf_counter() - start
+    if query_vecs.shape[1] != target_vecs.shape[1]:
+        raise ModelError(
+            f"model {encoder.name!r} gave {query_vecs.shape[1]}-d queries but "
+            f"{target_vecs.shape[1]}-d targets on {task.name}"
+        )
+    start = time.perf_counter()
+    counts = rank_counts(query_vecs, target_vecs, inputs.query_index, inputs.candidates)
+    metrics = summarize_metrics(counts)
+    timings["score_s"] = time.perf_counter() - start
+    chance = chance_hit1(counts)
+    per_row = inputs.candidates_per_row
+    result = Evaluation(
+        task=task,
+        metrics=metrics,
+        chance=chance,
+        counts={
+            "rows": inputs.num_rows,
+            "rows_in_data": inputs.num_rows_total,
+            "unique_queries": len(inputs.queries),
+            "unique_candidates": len(inputs.targets),
+            "candidates_per_query": {"min": int(per_row.min()), "mean": float(per_row.mean()),
+                                     "max": int(per_row.max())},
+            "ties_with_gold": int((counts.tied > 0).sum()),
+            "embedding_dim": int(query_vecs.shape[1]),
+            **inputs.stats,
+        },
+        timings=timings,
+    )
+    result.notes.extend(_data_notes(inputs))
+    if near_chance(metrics[MAIN_METRIC], chance, inputs.num_rows):
+        result.warnings.append(
+            f"{task.name}: hit@1 {metrics[MAIN_METRIC]:.3f} is at chance level ({chance:.3f}); "
+            "a correct adapter scores well above it: check preprocessing, pooling and fusion"
+        )
+    for message in result.warnings:
+        log.warning(message)
+    return result
+
+
+def _data_notes(inputs: TaskInputs) -> list[str]:
+    task = inputs.task
+    notes = []
+    if task.benchmark == "mmeb-v1" and inputs.num_rows_total != task.num_queries:
+        notes.append(f"{task.name}: data has {inputs.num_rows_total} rows, the reference "
+                     f"MMEB-eval has {task.num_queries}")
+    widest = int(inputs.candidates_per_row.max())
+    if task.benchmark == "mmeb-v1" and widest != task.num_candidates:
+        notes.append(f"{task.name}: up to {widest} distinct candidates per query, the "
+                     f"reference lists {task.num_candidates}")
+    return notes
+
+
+def evaluate_task(
+    encoder: Encoder,
+    task: TaskSpec,
+    *,
+    data_dir: str | None = None,
+    image_dir: str | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Load ``task`` (local dir, sample suite or Hub cache), encode and score it."""
+    start = time.perf_counter()
+    inputs, source = load_task_inputs(task, data_dir=data_dir, image_dir=image_dir, limit=limit)
+    load_s = time.perf_counter() - start
+    result = evaluate_inputs(encoder, inputs, batch_size=batch_size, progress=progress)
+    result.timings = {"load_s": load_s, **result.timings}
+    result.data = source.describe()
+    return result
+
+
+SCORING_CONFIG = {
+    "similarity": "cosine",
+    "normalization": "l2",
+    "tie_policy": TIE_POLICY,
+    "tie_atol": TIE_ATOL,
+    "candidate_duplicates": "dropped (one entry per distinct raw string + image)",
+}

@@ -1,0 +1,111 @@
+"""Tie-safe ranking metrics over per-query candidate lists.
+
+MMEB puts the gold at index 0 of every candidate list, so ``argmax == 0`` hands the gold every
+tie and a constant encoder scores 100%. Here a query's outcome is summarised by two counts:
+``above`` (distinct candidates scoring higher than the gold) and ``tied`` (distinct candidates
+scoring the same). Under random tie-breaking the gold's rank is uniform over
+``above + 1 .. above + tied + 1``; every metric is its expected value over that range, so a
+constant encoder scores chance. (Copies of the gold never reach this point: the data layer keeps
+one entry per distinct candidate.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KS = (1, 5, 10)
+METRIC_NAMES = ("hit@1", "hit@5", "hit@10", "mrr", "ndcg@5", "ndcg@10")
+MAIN_METRIC = "hit@1"
+#: Scores closer than this count as tied (float64 cosines; far below any model's precision).
+TIE_ATOL = 1e-9
+#: Budget for one block of gathered candidate vectors (float64 elements).
+_BLOCK_ELEMENTS = 1 << 25
+
+
+@dataclass
+class RankCounts:
+    above: np.ndarray  # (rows,) distinct candidates strictly above the gold
+    tied: np.ndarray  # (rows,) distinct non-gold candidates tied with the gold
+    num_candidates: np.ndarray  # (rows,)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def rank_counts(
+    query_vecs: np.ndarray,
+    target_vecs: np.ndarray,
+    query_index: np.ndarray,
+    candidates: np.ndarray,
+) -> RankCounts:
+    """Score every row's query against its own candidates (column 0 = gold, -1 = padding).
+
+    Works in row blocks so memory stays bounded; when the unique targets are few compared to
+    the candidate lists one matrix product per block is cheaper than gathering vectors.
+    """
+    rows, width = candidates.shape
+    dim = query_vecs.shape[1]
+    valid = candidates >= 0
+    above = np.empty(rows, dtype=np.int64)
+    tied = np.empty(rows, dtype=np.int64)
+    dense = len(target_vecs) <= 4 * width
+    per_row = (len(target_vecs) if dense else width) * max(dim, 1)
+    block = max(1, min(rows, _BLOCK_ELEMENTS // per_row))
+    for start in range(0, rows, block):
+        stop = min(rows, start + block)
+        q = query_vecs[query_index[start:stop]]
+        idx = np.where(valid[start:stop], candidates[start:stop], 0)
+        if dense:
+            scores = np.take_along_axis(q @ target_vecs.T, idx, axis=1)
+        else:
+            scores = np.einsum("rcd,rd->rc", target_vecs[idx], q)
+        gold = scores[:, :1]
+        ok = valid[start:stop]
+        is_tied = ok & (np.abs(scores - gold) <= TIE_ATOL)
+        above[start:stop] = (ok & ~is_tied & (scores > gold)).sum(axis=1)
+        tied[start:stop] = is_tied.sum(axis=1) - 1  # the gold ties with itself
+    return RankCounts(above, tied, valid.sum(axis=1))
+
+
+def _expected_prefix(values_cum: np.ndarray, counts: RankCounts, k: int | None) -> np.ndarray:
+    """E[f(rank)] with rank uniform on above+1..above+tied+1, f given by its prefix sums.
+
+    ``values_cum[r]`` = f(1) + ... + f(r); truncation at ``k`` makes f zero beyond rank k.
+    """
+    lo = counts.above
+    hi = counts.above + counts.tied + 1
+    if k is not None:
+        lo, hi = np.minimum(lo, k), np.minimum(hi, k)
+    return (values_cum[hi] - values_cum[lo]) / (counts.tied + 1)
+
+
+def per_query_metrics(counts: RankCounts) -> dict[str, np.ndarray]:
+    max_rank = int((counts.above + counts.tied + 1).max(initial=1))
+    ranks = np.arange(1, max_rank + 1, dtype=np.float64)
+    ones = np.concatenate([[0.0], np.cumsum(np.ones_like(ranks))])
+    recip = np.concatenate([[0.0], np.cumsum(1.0 / ranks)])
+    dcg = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(ranks + 1.0))])
+    out = {f"hit@{k}": _expected_prefix(ones, counts, k) for k in KS}
+    out["mrr"] = _expected_prefix(recip, counts, None)
+    for k in (5, 10):  # one relevant item: ideal DCG is 1
+        out[f"ndcg@{k}"] = _expected_prefix(dcg, counts, k)
+    return out
+
+
+def summarize_metrics(counts: RankCounts) -> dict[str, float]:
+    return {name: float(values.mean()) for name, values in per_query_metrics(counts).items()}
+
+
+def chance_hit1(counts: RankCounts) -> float:
+    """hit@1 of an encoder that ranks at random."""
+    return float(np.mean(1.0 / counts.num_candidates))
+
+
+def near_chance(hit1: float, chance: float, rows: int) -> bool:
+    """True when hit@1 is not clearly above chance (within three standard errors)."""
+    stderr = np.sqrt(max(chance * (1 - chance), 1e-12) / max(rows, 1))
+    return hit1 <= chance + 3 * stderr

@@ -1,0 +1,147 @@
+"""Result files (one JSON per model and task, written atomically) and their summary.
+
+Scores are stored as fractions; tables show percentages with one decimal, like the paper.
+Aggregates follow the paper: a meta-task score is the mean over its datasets, IND and OOD are
+means over the 20 and 16 datasets, and Overall is the mean over all datasets (not the mean of
+the meta-task means).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mmeb.errors import ResultsError
+from mmeb.metrics import MAIN_METRIC
+from mmeb.tasks import META_TASKS
+
+SCHEMA_VERSION = 1
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe folder name for a model id."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
+
+
+def result_path(output_dir: Path, model_id: str, task_name: str) -> Path:
+    return output_dir / safe_name(model_id) / f"{task_name}.json"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what shaped the numbers; heavy libraries only if the run imported them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist, module in (("mmeb", "mmeb"), ("numpy", "numpy"), ("pyarrow", "pyarrow"),
+                         ("pillow", "PIL"), ("torch", "torch"), ("transformers", "transformers"),
+                         ("open_clip_torch", "open_clip"), ("peft", "peft")):
+        if module in sys.modules:
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                pass
+    return out
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"cannot read result {path} ({exc}); delete it or pass --overwrite")
+    if not isinstance(document, dict) or "task" not in document or "metrics" not in document:
+        raise ResultsError(f"{path} is not an mmeb result file; delete it or pass --overwrite")
+    return document
+
+
+def load_results(folder: Path) -> list[dict[str, Any]]:
+    """Every result file directly inside ``folder`` (one model's results)."""
+    return [read_result(p) for p in sorted(folder.glob("*.json"))]
+
+
+@dataclass
+class Summary:
+    model: str
+    metric: str
+    per_task: dict[str, float]
+    meta_tasks: dict[str, float]
+    ind: float | None
+    ood: float | None
+    overall: float | None
+    num_tasks: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "metric": self.metric, "num_tasks": self.num_tasks,
+            "meta_tasks": self.meta_tasks, "IND": self.ind, "OOD": self.ood,
+            "overall": self.overall, "per_task": self.per_task,
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(results: list[dict[str, Any]], metric: str = MAIN_METRIC) -> Summary:
+    """Aggregate one model's task results the way the paper does."""
+    if not results:
+        raise ResultsError("no results to summarise")
+    per_task = {r["task"]: float(r["metrics"][metric]) for r in results}
+    meta = {m: _mean([per_task[r["task"]] for r in results if r.get("meta_task") == m])
+            for m in META_TASKS}
+    return Summary(
+        model=str(results[0].get("model", "?")),
+        metric=metric,
+        per_task=per_task,
+        meta_tasks={m: v for m, v in meta.items() if v is not None},
+        ind=_mean([per_task[r["task"]] for r in results if r.get("split") == "IND"]),
+        ood=_mean([per_task[r["task"]] for r in results if r.get("split") == "OOD"]),
+        overall=_mean(list(per_task.values())),
+        num_tasks=len(per_task),
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_summary(summary: Summary, results: list[dict[str, Any]], fmt: str = "simple") -> str:
+    """Per-task table, then the aggregates, in percent."""
+    from tabulate import tabulate
+
+    label = f"{summary.metric} (%)"
+    rows = [[r["task"], r.get("meta_task", ""), r.get("split", ""),
+             _pct(r["metrics"][summary.metric]), _pct(r.get("chance")),
+             r.get("counts", {}).get("rows", "")] for r in results]
+    table = tabulate(rows, headers=["task", "meta-task", "split", label, "chance (%)", "queries"],
+                     tablefmt=fmt, disable_numparse=True)
+    agg = [[m, _pct(v)] for m, v in summary.meta_tasks.items()]
+    agg += [["IND", _pct(summary.ind)], ["OOD", _pct(summary.ood)],
+            [f"overall ({summary.num_tasks} tasks)", _pct(summary.overall)]]
+    agg_table = tabulate(agg, headers=["aggregate", label], tablefmt=fmt, disable_numparse=True)
+    return f"model: {summary.model}\n\n{table}\n\n{agg_table}"
