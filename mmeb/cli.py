@@ -212,3 +212,7 @@ def summary(folder: str) -> None:
 
     results = load_results(Path(folder))
     click.echo(format_summary(summarize(results), results))
+
+
+if __name__ == "__main__":
+    main()

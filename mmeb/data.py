@@ -198,7 +198,7 @@ def build_inputs(
         query_index[row] = queries.add(rows["qry_text"][row], rows["qry_img_path"][row],
                                        f"row {row} query")
         seen: dict[int, None] = {}
-        for j, (text, path) in enumerate(zip(texts, paths)):
+        for j, (text, path) in enumerate(zip(texts, paths, strict=False)):
             seen.setdefault(targets.add(text, path, f"row {row} candidate {j}"), None)
         dropped += len(texts) - len(seen)
         lists.append(list(seen))

@@ -73,7 +73,9 @@ def _import(module_name: str, spec: str) -> Any:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ModelError(f"cannot import module {module_name!r} (from --model {spec})") from None
+            raise ModelError(
+                f"cannot import module {module_name!r} (from --model {spec})"
+            ) from None
         raise ModelError(
             f"model {spec!r} needs the package {exc.name!r}; install it, e.g. "
             f"pip install \"mmeb[{_extra_for(spec)}]\""

@@ -8,6 +8,7 @@ the meta-task means).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -44,10 +45,8 @@ def package_versions() -> dict[str, str]:
                          ("pillow", "PIL"), ("torch", "torch"), ("transformers", "transformers"),
                          ("open_clip_torch", "open_clip"), ("peft", "peft")):
         if module in sys.modules:
-            try:
+            with contextlib.suppress(PackageNotFoundError):
                 out[dist] = version(dist)
-            except PackageNotFoundError:
-                pass
     return out
 
 
@@ -73,7 +72,9 @@ def read_result(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"cannot read result {path} ({exc}); delete it or pass --overwrite")
+        raise ResultsError(
+            f"cannot read result {path} ({exc}); delete it or pass --overwrite"
+        ) from None
     if not isinstance(document, dict) or "task" not in document or "metrics" not in document:
         raise ResultsError(f"{path} is not an mmeb result file; delete it or pass --overwrite")
     return document

@@ -1,0 +1,117 @@
+"""Loading MMEB-eval rows: schema, items, and one clear error per kind of bad input."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from mmeb_fixtures import colour_classification, colour_t2i, write_image, write_rows
+
+from mmeb.data import load_task_inputs
+from mmeb.engine import evaluate_task
+from mmeb.errors import DataError
+from mmeb.random_encoder import RandomEncoder
+from mmeb.tasks import get_task
+
+
+def test_items_keep_raw_string_and_parsed_parts(tmp_path):
+    task = colour_t2i(tmp_path)
+    inputs, source = load_task_inputs(task, data_dir=tmp_path)
+    query = inputs.queries[0]
+    assert query.raw == ("Find me an everyday image that matches the given caption: "
+                         "a plain red square\n")
+    assert query.instruction == task.query_instruction
+    assert query.text == "a plain red square"
+    assert query.image_path is None and query.image is None
+    target = inputs.targets[0]
+    assert target.raw == "<|image_1|>\nRepresent the given image.\n"
+    assert target.instruction == "Represent the given image."
+    assert target.text == ""
+    assert target.image_path.endswith("MSCOCO_t2i/red.jpg")
+    assert target.image.size == (16, 16) and target.image.mode == "RGB"
+    assert target.modality == "image" and query.modality == "text"
+    assert source.kind == "local" and len(source.describe()["sha256"]) == 64
+    # gold stays at column 0
+    assert inputs.targets[inputs.candidates[0, 0]].image_path.endswith("red.jpg")
+
+
+def test_shorter_candidate_lists_are_recorded_not_refused(tmp_path):
+    task = colour_classification(tmp_path, get_task("A-OKVQA"), rows=3)
+    result = evaluate_task(RandomEncoder(), task, data_dir=str(tmp_path), progress=False)
+    assert result.counts["candidates_per_query"]["max"] == 8
+    assert any("reference lists 1000" in n for n in result.notes)
+
+
+def _row(**over):
+    row = {"qry_text": "<|image_1|>\nRepresent the given image for classification\n",
+           "qry_img_path": "ImageNet-1K/a.jpg", "tgt_text": ["red", "blue"],
+           "tgt_img_path": ["", ""]}
+    row.update(over)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (_row(tgt_img_path=[""]), r"ImageNet-1K row 0: tgt_text has 2 entries but tgt_img_path"),
+        (_row(tgt_text=[], tgt_img_path=[]), "row 0: empty candidate list"),
+        (_row(qry_img_path="ImageNet-1K/missing.jpg"), r"row 0 query: image not found: .*missing"),
+        (_row(qry_img_path="../../etc/passwd"), "points outside the image root"),
+    ],
+)
+def test_bad_rows_name_task_row_and_fix(tmp_path, row, message):
+    task = get_task("ImageNet-1K")
+    write_image(tmp_path, "ImageNet-1K/a.jpg", "red")
+    write_rows(tmp_path, task.name, [row])
+    with pytest.raises(DataError, match=message):
+        load_task_inputs(task, data_dir=tmp_path)
+
+
+def test_corrupt_image_names_task_row_and_path(tmp_path):
+    task = get_task("ImageNet-1K")
+    (tmp_path / "eval_images" / "ImageNet-1K").mkdir(parents=True)
+    (tmp_path / "eval_images" / "ImageNet-1K" / "a.jpg").write_bytes(b"not a jpeg")
+    write_rows(tmp_path, task.name, [_row()])
+
+    class ReadsImages(RandomEncoder):
+        def encode(self, items, *, side, task):
+            [item.image for item in items]
+            return super().encode(items, side=side, task=task)
+
+    with pytest.raises(DataError, match=r"ImageNet-1K row 0 query: cannot read image .*a\.jpg"):
+        evaluate_task(ReadsImages(), task, data_dir=str(tmp_path), progress=False)
+
+
+def test_wrong_schema_names_the_column(tmp_path):
+    task = get_task("ImageNet-1K")
+    strings = pa.list_(pa.string())
+    schema = pa.schema([("query", pa.string()), ("qry_img_path", pa.string()),
+                        ("tgt_text", strings), ("tgt_img_path", strings)])
+    write_rows(tmp_path, task.name, [{"query": "x", "qry_img_path": "", "tgt_text": ["a"],
+                                     "tgt_img_path": [""]}], schema=schema)
+    with pytest.raises(DataError, match="lacks column 'qry_text'"):
+        load_task_inputs(task, data_dir=tmp_path)
+
+
+def test_wrong_column_type_is_reported(tmp_path):
+    task = get_task("ImageNet-1K")
+    schema = pa.schema([("qry_text", pa.string()), ("qry_img_path", pa.string()),
+                        ("tgt_text", pa.string()), ("tgt_img_path", pa.list_(pa.string()))])
+    write_rows(tmp_path, task.name, [{"qry_text": "x", "qry_img_path": "", "tgt_text": "a",
+                                     "tgt_img_path": [""]}], schema=schema)
+    with pytest.raises(DataError, match="column 'tgt_text' is string, expected list<string>"):
+        load_task_inputs(task, data_dir=tmp_path)
+
+
+def test_empty_data_dir_says_what_is_expected(tmp_path):
+    with pytest.raises(DataError, match=r"no folder .*ImageNet-1K; expected .*test-\*\.parquet"):
+        load_task_inputs(get_task("ImageNet-1K"), data_dir=tmp_path)
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_task_inputs(get_task("ImageNet-1K"), data_dir=tmp_path / "nope")
+
+
+def test_no_local_data_and_no_network_says_how_to_get_it():
+    with pytest.raises(DataError, match="mmeb download.*--data-dir"):
+        load_task_inputs(get_task("CIRR"))
