@@ -20,7 +20,10 @@ METRIC_NAMES = ("hit@1", "hit@5", "hit@10", "mrr", "ndcg@5", "ndcg@10")
 MAIN_METRIC = "hit@1"
 #: Scores closer than this count as tied (float64 cosines; far below any model's precision).
 TIE_ATOL = 1e-9
-#: Budget for one block of gathered candidate vectors (float64 elements).
+#: Float32 scores further apart than this are ordered correctly whatever the rounding
+#: (float32 dot products of unit vectors err by ~1e-6); closer pairs are re-scored in float64.
+_RECHECK_GAP = 1e-4
+#: Budget for one block of scores or gathered vectors (elements).
 _BLOCK_ELEMENTS = 1 << 25
 
 
@@ -44,29 +47,40 @@ def rank_counts(
 ) -> RankCounts:
     """Score every row's query against its own candidates (column 0 = gold, -1 = padding).
 
-    Works in row blocks so memory stays bounded; when the unique targets are few compared to
-    the candidate lists one matrix product per block is cheaper than gathering vectors.
+    Scores are computed in float32 in row blocks (bounded memory); only candidates whose score
+    lies within ``_RECHECK_GAP`` of the gold's are re-scored in float64, so ties are decided
+    exactly. One matrix product per block against all unique targets is much faster than
+    gathering each row's candidate vectors unless the targets vastly outnumber a row's list.
     """
     rows, width = candidates.shape
-    dim = query_vecs.shape[1]
     valid = candidates >= 0
+    q32 = query_vecs.astype(np.float32)
+    t32 = target_vecs.astype(np.float32)
     above = np.empty(rows, dtype=np.int64)
     tied = np.empty(rows, dtype=np.int64)
-    dense = len(target_vecs) <= 4 * width
-    per_row = (len(target_vecs) if dense else width) * max(dim, 1)
-    block = max(1, min(rows, _BLOCK_ELEMENTS // per_row))
+    dense = len(target_vecs) <= 64 * width
+    per_row = len(target_vecs) if dense else width * max(target_vecs.shape[1], 1)
+    block = max(1, min(rows, _BLOCK_ELEMENTS // max(per_row, 1)))
     for start in range(0, rows, block):
         stop = min(rows, start + block)
-        q = query_vecs[query_index[start:stop]]
+        qi = query_index[start:stop]
         idx = np.where(valid[start:stop], candidates[start:stop], 0)
         if dense:
-            scores = np.take_along_axis(q @ target_vecs.T, idx, axis=1)
+            scores = np.take_along_axis(q32[qi] @ t32.T, idx, axis=1)
         else:
-            scores = np.einsum("rcd,rd->rc", target_vecs[idx], q)
-        gold = scores[:, :1]
+            scores = np.matmul(t32[idx], q32[qi][:, :, None])[..., 0]
         ok = valid[start:stop]
-        is_tied = ok & (np.abs(scores - gold) <= TIE_ATOL)
-        above[start:stop] = (ok & ~is_tied & (scores > gold)).sum(axis=1)
+        near = ok & (np.abs(scores - scores[:, :1]) <= _RECHECK_GAP)
+        r, c = np.nonzero(near)
+        exact = np.einsum("nd,nd->n", target_vecs[idx[r, c]], query_vecs[qi[r]])
+        gold = np.zeros(stop - start)
+        gold[r[c == 0]] = exact[c == 0]
+        diff = exact - gold[r]
+        is_tied = np.zeros_like(near)
+        is_tied[r, c] = np.abs(diff) <= TIE_ATOL
+        is_above = ok & ~near & (scores > scores[:, :1])
+        is_above[r, c] = diff > TIE_ATOL
+        above[start:stop] = is_above.sum(axis=1)
         tied[start:stop] = is_tied.sum(axis=1) - 1  # the gold ties with itself
     return RankCounts(above, tied, valid.sum(axis=1))
 

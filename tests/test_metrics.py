@@ -63,10 +63,10 @@ def test_vectorised_metrics_equal_naive_loop_with_ties(seed):
 
 def test_dense_and_gathered_scoring_agree(monkeypatch):
     """The two block strategies (matrix product vs gathered vectors) count identically."""
-    queries, targets, qidx, cands = make_case(7, n_targets=200, width=20)
-    gathered = rank_counts(queries, targets, qidx, cands)  # 200 > 4 * 20 -> gather path
+    queries, targets, qidx, cands = make_case(7, n_targets=200, width=3)
+    gathered = rank_counts(queries, targets, qidx, cands)  # 200 > 64 * 3 -> gather path
     wide = np.concatenate([cands, np.full((len(cands), 40), -1)], axis=1)
-    dense = rank_counts(queries, targets, qidx, wide)  # 200 <= 4 * 60 -> matrix path
+    dense = rank_counts(queries, targets, qidx, wide)  # 200 <= 64 * 43 -> matrix path
     np.testing.assert_array_equal(gathered.above, dense.above)
     np.testing.assert_array_equal(gathered.tied, dense.tied)
 
@@ -80,6 +80,18 @@ def test_small_blocks_give_the_same_counts(monkeypatch):
     blocked = rank_counts(queries, targets, qidx, cands)
     np.testing.assert_array_equal(whole.above, blocked.above)
     np.testing.assert_array_equal(whole.tied, blocked.tied)
+
+
+@pytest.mark.parametrize("gap", [3e-8, -3e-8, 0.0])
+def test_scores_closer_than_float32_resolution_are_ordered_exactly(gap):
+    """A rival 3e-8 above or below the gold is above or below it, not tied (float64 recheck)."""
+    angle = np.arccos(0.5)
+    gold = np.array([np.cos(angle), np.sin(angle), 0.0])
+    rival_cos = 0.5 + gap
+    rival = np.array([rival_cos, 0.0, np.sqrt(1 - rival_cos**2)])
+    query = np.array([[1.0, 0.0, 0.0]])
+    counts = rank_counts(query, np.stack([gold, rival]), np.array([0]), np.array([[0, 1]]))
+    assert (counts.above[0], counts.tied[0]) == {3e-8: (1, 0), -3e-8: (0, 0), 0.0: (0, 1)}[gap]
 
 
 def test_constant_encoder_scores_chance_not_100():
