@@ -39,6 +39,41 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
         "mmeb.random_encoder:RandomEncoder",
         "deterministic hash-seeded vectors for smoke tests (every modality; scores chance)",
     ),
+    ModelEntry(
+        "clip",
+        "mmeb.models.clip:CLIPEncoder",
+        "CLIP (transformers CLIPModel); image+text fused by a named policy",
+        "openai/clip-vit-large-patch14",
+        "clip",
+    ),
+    ModelEntry(
+        "openclip",
+        "mmeb.models.openclip:OpenCLIPEncoder",
+        "OpenCLIP (open_clip); hf-hub ids, local dirs, architecture + pretrained tag",
+        "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        "clip",
+    ),
+    ModelEntry(
+        "siglip",
+        "mmeb.models.siglip:SigLIPEncoder",
+        "SigLIP (transformers SiglipModel); image+text fused by a named policy",
+        "google/siglip-base-patch16-224",
+        "clip",
+    ),
+    ModelEntry(
+        "blip",
+        "mmeb.models.blip:BLIPEncoder",
+        "BLIP retrieval (BlipForImageTextRetrieval), contrastive-head features",
+        "Salesforce/blip-itm-base-coco",
+        "blip",
+    ),
+    ModelEntry(
+        "blip2",
+        "mmeb.models.blip2:BLIP2Encoder",
+        "BLIP-2 Q-Former (Blip2ForImageTextRetrieval), one query token per image",
+        "Salesforce/blip2-itm-vit-g",
+        "blip",
+    ),
 )
 
 

@@ -144,7 +144,7 @@ def test_third_party_encoder_from_a_module_path(data_dir, tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "nope"], "unknown model 'nope'; registered models: random"),
+        (["--model", "nope"], "unknown model 'nope'; registered models: blip, blip2, clip"),
         (["--model", "random", "--tasks", "ImageNet"], "unknown task 'ImageNet'; valid tasks:"),
         (["--model", "random", "--checkpoint", "x"], "does not take --checkpoint"),
         (["--model", "random", "--model-arg", "dims"], "--model-arg 'dims' is not key=value"),

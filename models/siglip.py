@@ -1,0 +1,20 @@
+"""SigLIP through transformers' ``SiglipModel`` (the paper's "SigLIP" baseline)."""
+
+from __future__ import annotations
+
+from .hf import HFTwoTowerEncoder
+
+
+class SigLIPEncoder(HFTwoTowerEncoder):
+    """Projected image and text features of a SigLIP checkpoint.
+
+    SigLIP's text tower pools the last position and was trained on texts padded to the full
+    length without an attention mask, so texts are fed exactly that way.
+    """
+
+    family = "siglip"
+    extra = "clip"
+    model_class = "SiglipModel"
+    default_checkpoint = "google/siglip-base-patch16-224"
+    text_padding = "max_length"
+    text_attention_mask = False

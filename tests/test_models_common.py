@@ -1,0 +1,176 @@
+"""What every two-tower adapter must do, checked on a tiny checkpoint of each family."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_checkpoints import (
+    LIBRARIES,
+    checkpoint,
+    encode,
+    image_item,
+    text_item,
+    vqa_item,
+    write_images,
+)
+
+from mmeb.encoder import ALL_MODALITIES, Encoder, encoder_config, encoder_modalities
+from mmeb.errors import ModelError
+from mmeb.registry import load_model, registered_models
+
+FAMILIES = ["clip", "siglip", "blip", "blip2", "openclip"]
+EXTRAS = {"clip": "clip", "siglip": "clip", "openclip": "clip", "blip": "blip", "blip2": "blip"}
+QUESTION = "what is the color of the car in this photo?"
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def tiny(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return checkpoint(family, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def encoder(family: str, tiny: Path) -> Encoder:
+    return load_model(family, checkpoint=str(tiny))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_images(tmp_path_factory.mktemp("images"))
+
+
+def test_registered_with_default_checkpoint_and_extra(family: str) -> None:
+    entry = registered_models()[family]
+    assert entry.target.startswith("mmeb.models.")
+    assert entry.default_checkpoint and entry.extra == EXTRAS[family]
+
+
+def test_each_modality_encodes_to_float32_rows(encoder: Encoder, images: list[Path]) -> None:
+    items = [text_item("a photo of a cat"), image_item(images[0]), vqa_item(images[1], QUESTION)]
+    vectors = encode(encoder, items)
+    assert vectors.dtype == np.float32 and vectors.ndim == 2 and vectors.shape[0] == 3
+    assert np.isfinite(vectors).all()
+    assert not np.allclose(vectors[0], vectors[1]) and not np.allclose(vectors[1], vectors[2])
+    assert encode(encoder, []).shape == (0, vectors.shape[1])
+
+
+def test_declares_every_modality_and_a_json_config(encoder: Encoder, tiny: Path) -> None:
+    assert encoder_modalities(encoder) == ALL_MODALITIES
+    config = encoder_config(encoder)
+    json.dumps(config)
+    assert config["checkpoint"] == str(tiny)
+    assert (config["fusion"], config["instruction"], config["dtype"]) == ("sum", "none", "float32")
+
+
+def test_image_plus_text_is_the_sum_of_both_towers(encoder: Encoder, images: list[Path]) -> None:
+    fused, image_only, question = encode(
+        encoder, [vqa_item(images[0], QUESTION), image_item(images[0]), text_item(QUESTION)]
+    )
+    np.testing.assert_allclose(fused, image_only + question, atol=1e-5)
+
+
+def test_prepend_feeds_the_instruction_to_the_text_tower(
+    family: str, tiny: Path, encoder: Encoder, images: list[Path]
+) -> None:
+    vqa, bare = vqa_item(images[0], QUESTION), image_item(images[1])
+    prepend = load_model(family, checkpoint=str(tiny), model_args={"instruction": "prepend"})
+    got = encode(prepend, [vqa, bare])
+    assert encoder_config(prepend)["instruction"] == "prepend"
+    image0, image1, with_instruction, instruction_alone = encode(
+        encoder,
+        [image_item(images[0]), image_item(images[1]),
+         text_item(f"{vqa.instruction} {QUESTION}"), text_item(str(bare.instruction))],
+    )
+    np.testing.assert_allclose(got[0], image0 + with_instruction, atol=1e-5)
+    # An image whose only text is the instruction becomes an image+text input.
+    np.testing.assert_allclose(got[1], image1 + instruction_alone, atol=1e-5)
+    assert not np.allclose(got[0], encode(encoder, [vqa])[0])
+
+
+def test_batches_give_the_vectors_of_one_call(
+    family: str, tiny: Path, encoder: Encoder, images: list[Path]
+) -> None:
+    items = [vqa_item(path, f"{QUESTION} {i}") for i, path in enumerate(images)]
+    items += [text_item("a red car"), text_item("a blue photo of a dog with a cat")]
+    small = load_model(family, checkpoint=str(tiny), model_args={"batch_size": 2})
+    np.testing.assert_allclose(encode(small, items), encode(encoder, items), atol=1e-5)
+
+
+def test_bfloat16_stays_close_to_float32(
+    family: str, tiny: Path, encoder: Encoder, images: list[Path]
+) -> None:
+    items = [text_item("a photo of a cat"), image_item(images[0]), vqa_item(images[1], QUESTION)]
+    low = load_model(family, checkpoint=str(tiny), dtype="bfloat16")
+    assert encoder_config(low)["dtype"] == "bfloat16"
+    got, want = encode(low, items), encode(encoder, items)
+    assert got.dtype == np.float32
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_missing_library_names_the_extra(
+    family: str, tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, LIBRARIES[family], None)  # makes the import fail
+    with pytest.raises(ModelError, match=rf'pip install "mmeb\[{EXTRAS[family]}\]"'):
+        load_model(family, checkpoint=str(tiny))
+
+
+def test_unknown_checkpoint_offline_is_one_clear_error(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytest.importorskip(LIBRARIES[family])
+    default = registered_models()[family].default_checkpoint
+    unknown = "nobody-here/no-such-model"
+    for given, shown in ((None, default), (unknown, unknown)):
+        with pytest.raises(ModelError) as error:
+            load_model(family, checkpoint=given, device="cpu")
+        assert str(error.value) == (
+            f"cannot load checkpoint {shown} offline; pass --checkpoint DIR with a local copy "
+            "or unset HF_HUB_OFFLINE"
+        )
+
+
+def test_missing_local_directory_is_reported_as_such(family: str) -> None:
+    pytest.importorskip(LIBRARIES[family])
+    with pytest.raises(ModelError, match="not found: ./no/such/checkpoint"):
+        load_model(family, checkpoint="./no/such/checkpoint")
+
+
+def test_bad_options_are_refused_before_loading(family: str) -> None:
+    with pytest.raises(ModelError, match="unknown fusion policy"):
+        load_model(family, checkpoint="unused", model_args={"fusion": "concat"})
+    with pytest.raises(ModelError, match="does not take --model-arg colour"):
+        load_model(family, checkpoint="unused", model_args={"colour": "red"})
+
+
+E2E_TASKS = "Sample-ShapeVQA,Sample-Cards-it2it"  # image+text queries; text and image+text targets
+
+
+def test_mmeb_run_on_the_sample_suite(family: str, tiny: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmeb.cli import main
+
+    out = tmp_path / "results"
+    args = ["run", "--model", family, "--checkpoint", str(tiny), "--split", "sample",
+            "--tasks", E2E_TASKS, "--limit", "3", "--output-dir", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*/*.json"))
+    assert sorted(f.stem for f in files) == sorted(E2E_TASKS.split(","))
+    for file in files:
+        doc = json.loads(file.read_text())
+        adapter = doc["config"]["adapter"]
+        assert adapter["family"] == family and adapter["checkpoint"] == str(tiny)
+        assert (adapter["fusion"], adapter["instruction"]) == ("sum", "none")
+        assert 0.0 <= doc["main_score"] <= 100.0
