@@ -39,7 +39,8 @@ def _task_names(tasks: str | None) -> list[str] | None:
 split_option = click.option(
     "--split", default=None,
     help="Task collection: eval (all 36), ind (20), ood (16), classification, vqa, retrieval, "
-         "grounding, or sample (the built-in offline suite). Default: eval.",
+         "grounding, sample (the built-in offline suite) or sample-full (its MMEB-sized twin). "
+         "Default: eval.",
 )
 tasks_option = click.option(
     "--tasks", default=None, metavar="A,B,...",
@@ -198,8 +199,10 @@ def sample(out: str | None, scale: str, seed: int) -> None:
     from mmeb.sample import ensure_sample
     from mmeb.sample.generate import generate
 
-    root = ensure_sample(scale=scale) if out is None and seed == 0 else generate(
-        Path(out or "."), seed=seed, scale=scale)
+    if out is None and seed != 0:
+        raise MMEBError("the cache holds the seed-0 suite only; pass --out DIR with --seed")
+    root = ensure_sample(scale=scale) if out is None else generate(Path(out), seed=seed,
+                                                                   scale=scale)
     click.echo(f"sample suite: {root}")
 
 

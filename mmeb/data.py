@@ -235,8 +235,10 @@ def resolve_source(
         return local_source(task, Path(data_dir), images)
     if task.benchmark == "sample":
         from mmeb.sample import ensure_sample
+        from mmeb.sample.spec import FULL_PREFIX
 
-        source = local_source(task, ensure_sample() / "eval", images)
+        scale = "full" if task.name.startswith(FULL_PREFIX) else "small"
+        source = local_source(task, ensure_sample(scale) / "eval", images)
         source.kind = "sample"
         return source
     from mmeb.hub import hub_source

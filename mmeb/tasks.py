@@ -122,14 +122,15 @@ MMEB_V1_TASKS: tuple[TaskSpec, ...] = (
 
 
 def _all_tasks() -> tuple[TaskSpec, ...]:
-    from mmeb.sample.spec import SAMPLE_TASKS
+    from mmeb.sample.spec import SAMPLE_TASKS, full_tasks
 
-    return MMEB_V1_TASKS + SAMPLE_TASKS
+    return MMEB_V1_TASKS + SAMPLE_TASKS + full_tasks()
 
 
 def collections() -> dict[str, tuple[TaskSpec, ...]]:
-    """Named task collections: eval (36), ind (20), ood (16), each meta-task, and sample."""
-    from mmeb.sample.spec import SAMPLE_TASKS
+    """Named task collections: eval (36), ind (20), ood (16), each meta-task, sample (the
+    offline suite) and sample-full (its MMEB-sized twin, for benchmarks)."""
+    from mmeb.sample.spec import SAMPLE_TASKS, full_tasks
 
     v1 = MMEB_V1_TASKS
     named = {
@@ -140,6 +141,7 @@ def collections() -> dict[str, tuple[TaskSpec, ...]]:
     for meta in META_TASKS:
         named[meta] = tuple(t for t in v1 if t.meta_task == meta)
     named["sample"] = SAMPLE_TASKS
+    named["sample-full"] = full_tasks()
     return named
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tiny_checkpoints import checkpoint, encode, image_item, text_item, write_images
 
-from mmeb.errors import ModelError
 from mmeb.items import Side
 from mmeb.registry import load_model
 
@@ -62,19 +59,3 @@ def test_a_text_does_not_depend_on_its_batch(tiny: Path) -> None:
     alone = encode(encoder, [text_item("a cat")])
     batch = encode(encoder, [text_item("a cat"), text_item(TEXTS[2])])
     np.testing.assert_allclose(alone[0], batch[0], rtol=0, atol=1e-6)
-
-
-@pytest.mark.skipif(transformers.utils.is_sentencepiece_available(),
-                    reason="needs an environment without sentencepiece")
-def test_a_sentencepiece_tokenizer_without_sentencepiece_names_it(
-    tiny: Path, tmp_path: Path
-) -> None:
-    # Real SigLIP checkpoints ship a SentencePiece model instead of tokenizer.json.
-    shutil.copytree(tiny, tmp_path, dirs_exist_ok=True)
-    (tmp_path / "tokenizer.json").unlink()
-    (tmp_path / "spiece.model").write_bytes(b"")
-    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    config["tokenizer_class"] = "SiglipTokenizer"
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="requires the SentencePiece library"):
-        load_model("siglip", checkpoint=str(tmp_path))
