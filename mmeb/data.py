@@ -25,6 +25,12 @@ EVAL_COLUMNS = {"qry_text": "string", "qry_img_path": "string",
                 "tgt_text": "list<string>", "tgt_img_path": "list<string>"}
 
 
+def _arrow_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {"string": pa.large_string(), "list<string>": pa.large_list(pa.large_string())}
+
+
 @dataclass
 class DataSource:
     """Where a task's rows and images live, and what to record about them."""
@@ -89,21 +95,33 @@ def local_source(task: TaskSpec, data_dir: Path, image_dir: Path | None = None) 
     return DataSource(files, image_root, "local")
 
 
-def read_rows(task: TaskSpec, source: DataSource) -> dict[str, list[Any]]:
-    """Read and validate the v1 columns; returns column -> python list."""
+def read_rows(task: TaskSpec, source: DataSource) -> Any:
+    """Read and validate the v1 columns of every file; returns one pyarrow table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = []
     for file in source.parquet_files:
         try:
-            table = pq.read_table(file)
-        except (OSError, pa.ArrowInvalid) as exc:
+            table = pq.read_table(file, columns=list(EVAL_COLUMNS))
+        except (OSError, pa.ArrowInvalid, KeyError) as exc:
+            schema = _read_schema(task, file)
+            _check_schema(task, file, schema)
             raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
         _check_schema(task, file, table.schema)
-        tables.append(table.select(list(EVAL_COLUMNS)))
-    table = pa.concat_tables(tables)
-    return {name: table.column(name).to_pylist() for name in EVAL_COLUMNS}
+        tables.append(table.cast(pa.schema([(n, _arrow_types()[k]) for n, k in
+                                            EVAL_COLUMNS.items()])))
+    return pa.concat_tables(tables)
+
+
+def _read_schema(task: TaskSpec, file: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(file)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
 
 
 def _check_schema(task: TaskSpec, file: Path, schema: Any) -> None:
@@ -127,88 +145,118 @@ def _check_schema(task: TaskSpec, file: Path, schema: Any) -> None:
             raise DataError(f"{task.name}: {file} column {name!r} is {arrow_type}, expected {kind}")
 
 
-class _Interner:
-    """Assigns one index per unique (raw, image path) and builds that item once."""
+class _ItemMaker:
+    """Builds the item of one unique (raw, image path), resolving the path inside the root."""
 
     def __init__(self, task: TaskSpec, image_root: Path, instruction: str | None) -> None:
         self.task = task
-        self.root = image_root.resolve()
+        self.root = os.path.realpath(image_root)
         self.instruction = instruction
-        self.index: dict[tuple[str, str], int] = {}
-        self.items: list[Item] = []
 
-    def add(self, raw: str | None, rel_path: str | None, origin: str) -> int:
-        raw = raw or ""
-        rel_path = rel_path or ""
-        key = (raw, rel_path)
-        found = self.index.get(key)
-        if found is not None:
-            return found
+    def __call__(self, raw: str, rel_path: str, origin: str) -> Item:
         parsed = parse(raw, self.instruction)
-        image_path = self._resolve(rel_path, origin) if rel_path else None
-        self.items.append(
-            Item(raw=raw, text=parsed.text, instruction=parsed.instruction,
-                 image_path=image_path, origin=f"{self.task.name} {origin}")
-        )
-        self.index[key] = len(self.items) - 1
-        return len(self.items) - 1
+        return Item(raw=raw, text=parsed.text, instruction=parsed.instruction,
+                    image_path=self._resolve(rel_path, origin) if rel_path else None,
+                    origin=f"{self.task.name} {origin}")
 
     def _resolve(self, rel_path: str, origin: str) -> str:
-        path = (self.root / rel_path).resolve()
-        if not path.is_relative_to(self.root):
+        # normpath, not realpath: the check is about "../" in the data, and resolving every
+        # path through the file system would cost more than reading the rows.
+        path = os.path.normpath(os.path.join(self.root, rel_path))
+        if not path.startswith(self.root + os.sep):
             raise DataError(
                 f"{self.task.name} {origin}: image path {rel_path!r} points outside the image "
                 f"root {self.root}"
             )
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise DataError(
                 f"{self.task.name} {origin}: image not found: {path} (extract the images there "
                 "or pass --image-dir)"
             )
-        return str(path)
+        return path
+
+
+def _factorize(texts: Any, paths: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of unique (text, path) pairs in order of first appearance, and those positions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # NUL cannot occur in a path, so text + NUL + path identifies the pair.
+    separator = pa.scalar("\0", pa.large_string())
+    keys = pc.binary_join_element_wise(pc.fill_null(texts, ""), pc.fill_null(paths, ""), separator)
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    codes = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    _, first = np.unique(codes, return_index=True)  # dictionary order = first appearance
+    return codes, first
 
 
 def build_inputs(
-    task: TaskSpec, rows: dict[str, list[Any]], image_root: Path, limit: int | None = None
+    task: TaskSpec, table: Any, image_root: Path, limit: int | None = None
 ) -> TaskInputs:
     """Deduplicate queries and candidates, validate rows, keep the gold at position 0.
 
     A candidate list is treated as a set of contents: a repeat of an earlier candidate of the
     same row (same raw string and image) is dropped, so a copy of the gold can never be ranked
-    apart from the gold.
+    apart from the gold. The work is columnar (pyarrow, numpy): a 1000 x 1000 task never
+    touches a million Python objects.
     """
-    total = len(rows["qry_text"])
+    import pyarrow.compute as pc
+
+    total = table.num_rows
     if total == 0:
         raise DataError(f"{task.name}: the data has no rows")
     n = total if limit is None else min(limit, total)
-    queries = _Interner(task, image_root, task.query_instruction)
-    targets = _Interner(task, image_root, task.target_instruction)
-    query_index = np.empty(n, dtype=np.int64)
-    lists: list[list[int]] = []
-    dropped = 0
-    for row in range(n):
-        texts, paths = rows["tgt_text"][row] or [], rows["tgt_img_path"][row] or []
-        if len(texts) != len(paths):
-            raise DataError(
-                f"{task.name} row {row}: tgt_text has {len(texts)} entries but tgt_img_path "
-                f"has {len(paths)}; both lists must have one entry per candidate"
-            )
-        if not texts:
-            raise DataError(f"{task.name} row {row}: empty candidate list")
-        query_index[row] = queries.add(rows["qry_text"][row], rows["qry_img_path"][row],
-                                       f"row {row} query")
-        seen: dict[int, None] = {}
-        for j, (text, path) in enumerate(zip(texts, paths, strict=False)):
-            seen.setdefault(targets.add(text, path, f"row {row} candidate {j}"), None)
-        dropped += len(texts) - len(seen)
-        lists.append(list(seen))
-    width = max(len(c) for c in lists)
-    candidates = np.full((n, width), -1, dtype=np.int64)
-    for row, cands in enumerate(lists):
-        candidates[row, : len(cands)] = cands
-    stats = {"duplicate_candidates_dropped": dropped,
-             "instruction_unparsed_queries": sum(i.instruction is None for i in queries.items)}
-    return TaskInputs(task, queries.items, targets.items, query_index, candidates, total, stats)
+    table = table.slice(0, n)
+    tgt_text = table.column("tgt_text").combine_chunks()
+    tgt_path = table.column("tgt_img_path").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(tgt_text), 0).to_numpy(zero_copy_only=False)
+    path_lengths = pc.fill_null(pc.list_value_length(tgt_path), 0).to_numpy(zero_copy_only=False)
+    _check_lengths(task, lengths, path_lengths)
+
+    qry_text = table.column("qry_text").combine_chunks()
+    qry_path = table.column("qry_img_path").combine_chunks()
+    query_index, query_first = _factorize(qry_text, qry_path)
+    make_query = _ItemMaker(task, image_root, task.query_instruction)
+    queries = [make_query(qry_text[i].as_py() or "", qry_path[i].as_py() or "",
+                          f"row {i} query") for i in query_first.tolist()]
+
+    flat_text, flat_path = tgt_text.flatten(), tgt_path.flatten()
+    codes, target_first = _factorize(flat_text, flat_path)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    row_of = np.repeat(np.arange(n), lengths)
+    make_target = _ItemMaker(task, image_root, task.target_instruction)
+    targets = []
+    for pos in target_first.tolist():
+        row = int(row_of[pos])
+        targets.append(make_target(flat_text[pos].as_py() or "", flat_path[pos].as_py() or "",
+                                   f"row {row} candidate {pos - offsets[row]}"))
+
+    # Keep the first occurrence of each (row, code) pair, in the row's own order.
+    _, first_in_row = np.unique(row_of * len(target_first) + codes, return_index=True)
+    keep = np.zeros(len(codes), dtype=bool)
+    keep[first_in_row] = True
+    kept_rows, kept_codes = row_of[keep], codes[keep]
+    per_row = np.bincount(kept_rows, minlength=n)
+    column = np.arange(len(kept_rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    candidates = np.full((n, int(per_row.max())), -1, dtype=np.int64)
+    candidates[kept_rows, column] = kept_codes
+    stats = {"duplicate_candidates_dropped": int(len(codes) - keep.sum()),
+             "instruction_unparsed_queries": sum(q.instruction is None for q in queries)}
+    return TaskInputs(task, queries, targets, query_index, candidates, total, stats)
+
+
+def _check_lengths(task: TaskSpec, lengths: np.ndarray, path_lengths: np.ndarray) -> None:
+    mismatch = np.nonzero(lengths != path_lengths)[0]
+    if mismatch.size:
+        row = int(mismatch[0])
+        raise DataError(
+            f"{task.name} row {row}: tgt_text has {lengths[row]} entries but tgt_img_path "
+            f"has {path_lengths[row]}; both lists must have one entry per candidate"
+        )
+    empty = np.nonzero(lengths == 0)[0]
+    if empty.size:
+        raise DataError(f"{task.name} row {int(empty[0])}: empty candidate list")
 
 
 def load_task_inputs(

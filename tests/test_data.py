@@ -115,3 +115,45 @@ def test_missing_data_dir(tmp_path):
 def test_no_local_data_and_no_network_says_how_to_get_it():
     with pytest.raises(DataError, match="mmeb download.*--data-dir"):
         load_task_inputs(get_task("CIRR"))
+
+
+def test_columnar_dedup_equals_a_naive_loop(tmp_path):
+    """Unique items and per-row candidate lists match a plain first-seen dedup, row by row."""
+    import random
+
+    rng = random.Random(0)
+    task = get_task("WebQA")
+    for colour in ("red", "blue", "green"):
+        write_image(tmp_path, f"WebQA/{colour}.jpg", colour)
+    pool = [(t, p) for t in ("a", "b", "c", "") for p in ("", "WebQA/red.jpg", "WebQA/blue.jpg")]
+    rows = []
+    for _ in range(40):
+        cands = [rng.choice(pool) for _ in range(rng.randint(1, 12))]
+        cands = [c for c in cands if c != ("", "")] or [("a", "")]
+        rows.append({"qry_text": rng.choice(["q1", "q2", "q3"]),
+                     "qry_img_path": rng.choice(["", "WebQA/green.jpg"]),
+                     "tgt_text": [t for t, _ in cands], "tgt_img_path": [p for _, p in cands]})
+    write_rows(tmp_path, task.name, rows)
+    inputs, _ = load_task_inputs(task, data_dir=tmp_path, limit=35)
+
+    root = str((tmp_path / "eval_images").resolve())
+
+    def key(item):
+        path = item.image_path[len(root) + 1:] if item.image_path else ""
+        return (item.raw, path)
+
+    expected_queries = list(dict.fromkeys((r["qry_text"], r["qry_img_path"]) for r in rows[:35]))
+    assert [key(q) for q in inputs.queries] == expected_queries
+    expected_targets = list(dict.fromkeys(
+        pair for r in rows[:35] for pair in zip(r["tgt_text"], r["tgt_img_path"], strict=True)))
+    assert [key(t) for t in inputs.targets] == expected_targets
+    dropped = 0
+    for i, r in enumerate(rows[:35]):
+        assert key(inputs.queries[inputs.query_index[i]]) == (r["qry_text"], r["qry_img_path"])
+        pairs = list(zip(r["tgt_text"], r["tgt_img_path"], strict=True))
+        unique = list(dict.fromkeys(pairs))
+        dropped += len(pairs) - len(unique)
+        got = [key(inputs.targets[c]) for c in inputs.candidates[i] if c >= 0]
+        assert got == unique
+    assert inputs.stats["duplicate_candidates_dropped"] == dropped
+    assert inputs.num_rows == 35 and inputs.num_rows_total == 40
