@@ -173,4 +173,24 @@ def test_mmeb_run_on_the_sample_suite(family: str, tiny: Path, tmp_path: Path) -
         adapter = doc["config"]["adapter"]
         assert adapter["family"] == family and adapter["checkpoint"] == str(tiny)
         assert (adapter["fusion"], adapter["instruction"]) == ("sum", "none")
-        assert 0.0 <= doc["main_score"] <= 100.0
+        assert 0.0 <= doc["main_score"] <= 1.0
+        assert doc["counts"]["rows"] == 3
+
+
+@pytest.mark.slow
+def test_mmeb_run_on_the_whole_sample_split(family: str, tiny: Path, tmp_path: Path) -> None:
+    """The issue's end-to-end check: every sample task, every query (run with -m slow)."""
+    from click.testing import CliRunner
+
+    from mmeb.cli import main
+    from mmeb.tasks import select_tasks
+
+    out = tmp_path / "results"
+    args = ["run", "--model", family, "--checkpoint", str(tiny), "--split", "sample",
+            "--output-dir", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(f.read_text()) for f in sorted(out.glob("*/*.json"))]
+    assert sorted(d["task"] for d in docs) == sorted(t.name for t in select_tasks("sample"))
+    assert all(d["counts"]["rows"] == d["counts"]["rows_in_data"] for d in docs)
+    assert "overall (12 tasks)" in result.output
