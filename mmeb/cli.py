@@ -59,7 +59,20 @@ def main() -> None:
     Quick start (offline, built-in sample suite):
       mmeb run --model random --split sample
     """
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    log = logging.getLogger("mmeb")
+    if not any(isinstance(h, _EchoHandler) for h in log.handlers):
+        log.addHandler(_EchoHandler())
+    log.setLevel(logging.INFO)
+
+
+class _EchoHandler(logging.Handler):
+    """Notes to the current stderr as they are; warnings prefixed with their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            message = f"{record.levelname.lower()}: {message}"
+        click.echo(message, err=True)
 
 
 @main.command()
