@@ -204,3 +204,16 @@ def test_summary_command_reads_a_result_folder(data_dir, tmp_path):
     summary = invoke("summary", str(out / "random"))
     assert summary.exit_code == 0
     assert summary.output == run.stdout
+
+
+def test_download_without_network_is_a_one_line_error():
+    result = invoke("download", "--tasks", "CIRR")
+    assert result.exit_code == 1
+    assert "run `mmeb download` where the Hub is reachable" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_sample_with_another_seed_needs_an_output_folder():
+    result = invoke("sample", "--seed", "3")
+    assert result.exit_code == 1
+    assert "pass --out DIR with --seed" in result.output
