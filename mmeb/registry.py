@@ -162,12 +162,32 @@ def load_model(
     return encoder
 
 
+def accepted_options(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options ``factory`` takes; None when it takes any.
+
+    A class whose ``__init__`` forwards ``**kwargs`` to its parent accepts the parent's options
+    too, so adapters declare only their own extra options and the check still names every one.
+    """
+    if isinstance(factory, type):
+        chain = [vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c)]
+    else:
+        chain = [factory]
+    names: list[str] = []
+    for function in chain:
+        try:
+            params = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [p.name for p in params if p.name != "self" and p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return list(dict.fromkeys(names))
+    return None
+
+
 def _check_accepts(factory: Callable[..., Any], kwargs: Mapping[str, Any], spec: str) -> None:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    params = accepted_options(factory)
+    if params is None:
         return
     unknown = [k for k in kwargs if k not in params]
     if unknown:

@@ -41,13 +41,9 @@ class BLIP2Encoder(HFTwoTowerEncoder):
         self,
         checkpoint: str | None = None,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
-        fusion: str | None = None,
-        instruction: str | None = None,
-        batch_size: int = 32,
         features: str = "projection",
         query_token: int = 0,
+        **options: Any,
     ) -> None:
         if features not in FEATURES:
             raise ModelError(f"unknown features {features!r}; choose one of: {', '.join(FEATURES)}")
@@ -55,14 +51,7 @@ class BLIP2Encoder(HFTwoTowerEncoder):
             raise ModelError(f"query_token must be a non-negative integer, got {query_token!r}")
         self.features = features
         self.query_token = query_token
-        super().__init__(
-            checkpoint,
-            device=device,
-            dtype=dtype,
-            fusion=fusion,
-            instruction=instruction,
-            batch_size=batch_size,
-        )
+        super().__init__(checkpoint, **options)
 
     def _load(self) -> None:
         super()._load()

@@ -50,25 +50,10 @@ class OpenCLIPEncoder(TwoTowerEncoder):
     tokenizer: Any
 
     def __init__(
-        self,
-        checkpoint: str | None = None,
-        *,
-        pretrained: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        fusion: str | None = None,
-        instruction: str | None = None,
-        batch_size: int = 32,
+        self, checkpoint: str | None = None, *, pretrained: str | None = None, **options: Any
     ) -> None:
         self.pretrained = pretrained
-        super().__init__(
-            checkpoint,
-            device=device,
-            dtype=dtype,
-            fusion=fusion,
-            instruction=instruction,
-            batch_size=batch_size,
-        )
+        super().__init__(checkpoint, **options)
 
     def _local_path(self) -> str:
         return self.checkpoint.removeprefix(LOCAL_DIR)

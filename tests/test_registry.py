@@ -48,3 +48,33 @@ def test_missing_dependency_names_the_extra(tmp_path, monkeypatch):
 def test_unknown_module():
     with pytest.raises(ModelError, match="cannot import module 'no_such_pkg.mod'"):
         registry.load_model("no_such_pkg.mod:build")
+
+
+class _Base:
+    def __init__(self, checkpoint=None, *, dim: int = 4) -> None:
+        self.name, self.dim = "base", dim
+
+    def encode(self, items, *, side, task):
+        return [[0.0] * self.dim for _ in items]
+
+
+class _Child(_Base):
+    def __init__(self, checkpoint=None, *, extra: int = 0, **options) -> None:
+        self.extra = extra
+        super().__init__(checkpoint, **options)
+
+
+def test_options_forwarded_to_a_parent_class_are_accepted_and_checked():
+    assert registry.accepted_options(_Child) == ["checkpoint", "extra", "dim"]
+    encoder = registry.load_model(f"{__name__}:_Child", model_args={"extra": 1, "dim": 2})
+    assert (encoder.extra, encoder.dim) == (1, 2)
+    with pytest.raises(ModelError, match=r"does not take --model-arg colour=\.\.\. "
+                                         r"\(it accepts: checkpoint, extra, dim\)"):
+        registry.load_model(f"{__name__}:_Child", model_args={"colour": "red"})
+
+
+def test_a_function_with_kwargs_accepts_anything():
+    def build(**kwargs):
+        return _Base()
+
+    assert registry.accepted_options(build) is None
