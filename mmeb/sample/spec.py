@@ -7,6 +7,9 @@ the sample tasks cheaply. ``SAMPLE_KINDS`` / ``FULL_KINDS`` name the generator (
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import cache
+
 from mmeb.tasks import MMEB_V1_TASKS, TaskSpec
 
 _VQA = "Represent the given image with the following question:"
@@ -102,31 +105,23 @@ FULL_KINDS: dict[str, str] = {
 FULL_PREFIX = "Full-"
 
 
+@cache
 def full_tasks() -> tuple[TaskSpec, ...]:
     """The MMEB-sized twin: one "Full-<name>" task per MMEB-v1 dataset, with its instructions,
     IND/OOD split, modality pair, 1000 queries and its candidate count (benchmarks only; not in
     the ``sample`` collection)."""
-    out = []
-    for task in MMEB_V1_TASKS:
-        name = FULL_PREFIX + task.name
-        out.append(TaskSpec(
-            name=name,
-            meta_task=task.meta_task,
-            split=task.split,
-            query_modality=task.query_modality,
-            target_modality=task.target_modality,
-            query_instruction=task.query_instruction,
-            target_instruction=task.target_instruction,
-            train_query_instruction=task.train_query_instruction,
-            num_candidates=task.num_candidates,
-            num_queries=task.num_queries,
+    return tuple(
+        replace(
+            task,
+            name=FULL_PREFIX + task.name,
             hf_dataset=None,
-            hf_config=name,
+            hf_config=FULL_PREFIX + task.name,
             hf_revision=None,
-            train_config=name if task.train_config else None,
+            train_config=FULL_PREFIX + task.name if task.train_config else None,
             benchmark="sample",
-        ))
-    return tuple(out)
+        )
+        for task in MMEB_V1_TASKS
+    )
 
 
 def kind_of(task: TaskSpec) -> str:
