@@ -18,6 +18,7 @@ from tiny_checkpoints import (
 
 from mmeb.errors import ModelError
 from mmeb.items import Side
+from mmeb.metrics import l2_normalize as unit
 from mmeb.registry import load_model
 
 torch = pytest.importorskip("torch")
@@ -29,10 +30,6 @@ TEXTS = ["a photo of a cat", "what is it?", "the red car shown in the news " * 1
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkpoint("blip", tmp_path_factory)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def test_vectors_are_the_contrastive_head_features(tiny: Path, tmp_path: Path) -> None:

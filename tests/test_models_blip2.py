@@ -17,6 +17,7 @@ from tiny_checkpoints import (
 
 from mmeb.errors import ModelError
 from mmeb.items import Side
+from mmeb.metrics import l2_normalize as unit
 from mmeb.registry import load_model
 
 torch = pytest.importorskip("torch")
@@ -50,10 +51,6 @@ def library(tiny: Path, images: list[Path]) -> tuple:
         out = model(pixel_values=pixels, input_ids=tokens["input_ids"],
                     attention_mask=tokens["attention_mask"], use_image_text_matching_head=False)
     return model, out
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def both_towers(encoder: object, images: list[Path]) -> tuple[np.ndarray, np.ndarray]:
