@@ -39,17 +39,15 @@ class DataSource:
     image_root: Path
     kind: str  # "local", "hub" or "sample"
     revision: str | None = None  # Hub revision, when known
+    sha256: str | None = None  # of the parquet bytes, set when they are read
 
     def describe(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        for file in self.parquet_files:
-            digest.update(file.read_bytes())
         return {
             "kind": self.kind,
             "files": [str(f) for f in self.parquet_files],
             "image_root": str(self.image_root),
             "revision": self.revision,
-            "sha256": digest.hexdigest(),
+            "sha256": self.sha256,
         }
 
 
@@ -96,32 +94,28 @@ def local_source(task: TaskSpec, data_dir: Path, image_dir: Path | None = None) 
 
 
 def read_rows(task: TaskSpec, source: DataSource) -> Any:
-    """Read and validate the v1 columns of every file; returns one pyarrow table."""
+    """Read and validate the v1 columns of every file; returns one pyarrow table.
+
+    Each file is read from disk once: the same bytes are parsed and hashed (the hash goes into
+    ``source.sha256`` and from there into the result).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    digest = hashlib.sha256()
+    target = pa.schema([(name, _arrow_types()[kind]) for name, kind in EVAL_COLUMNS.items()])
     tables = []
     for file in source.parquet_files:
+        data = file.read_bytes()
+        digest.update(data)
         try:
-            table = pq.read_table(file, columns=list(EVAL_COLUMNS))
-        except (OSError, pa.ArrowInvalid, KeyError) as exc:
-            schema = _read_schema(task, file)
-            _check_schema(task, file, schema)
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+        except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
-        _check_schema(task, file, table.schema)
-        tables.append(table.cast(pa.schema([(n, _arrow_types()[k]) for n, k in
-                                            EVAL_COLUMNS.items()])))
+        _check_schema(task, file, parquet.schema_arrow)
+        tables.append(parquet.read(columns=list(EVAL_COLUMNS)).cast(target))
+    source.sha256 = digest.hexdigest()
     return pa.concat_tables(tables)
-
-
-def _read_schema(task: TaskSpec, file: Path) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_schema(file)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
 
 
 def _check_schema(task: TaskSpec, file: Path, schema: Any) -> None:

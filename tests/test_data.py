@@ -157,3 +157,20 @@ def test_columnar_dedup_equals_a_naive_loop(tmp_path):
         assert got == unique
     assert inputs.stats["duplicate_candidates_dropped"] == dropped
     assert inputs.num_rows == 35 and inputs.num_rows_total == 40
+
+
+def test_corrupt_parquet_names_the_file(tmp_path):
+    folder = tmp_path / "ImageNet-1K"
+    folder.mkdir()
+    (folder / "test-00000-of-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=r"ImageNet-1K: cannot read .*test-00000-of-00001\.parquet"):
+        load_task_inputs(get_task("ImageNet-1K"), data_dir=tmp_path)
+
+
+def test_recorded_hash_is_that_of_the_parquet_bytes(tmp_path):
+    import hashlib
+
+    task = colour_t2i(tmp_path)
+    _, source = load_task_inputs(task, data_dir=tmp_path)
+    file = tmp_path / task.name / "test-00000-of-00001.parquet"
+    assert source.describe()["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
