@@ -150,7 +150,7 @@ def evaluate_inputs(
         },
         timings=timings,
     )
-    result.notes.extend(_data_notes(inputs))
+    result.notes.extend(_data_notes(inputs, int(per_row.max())))
     if near_chance(metrics[MAIN_METRIC], chance, inputs.num_rows):
         result.warnings.append(
             f"{task.name}: hit@1 {metrics[MAIN_METRIC]:.3f} is at chance level ({chance:.3f}); "
@@ -161,13 +161,12 @@ def evaluate_inputs(
     return result
 
 
-def _data_notes(inputs: TaskInputs) -> list[str]:
+def _data_notes(inputs: TaskInputs, widest: int) -> list[str]:
     task = inputs.task
     notes = []
     if task.benchmark == "mmeb-v1" and inputs.num_rows_total != task.num_queries:
         notes.append(f"{task.name}: data has {inputs.num_rows_total} rows, the reference "
                      f"MMEB-eval has {task.num_queries}")
-    widest = int(inputs.candidates_per_row.max())
     if task.benchmark == "mmeb-v1" and widest != task.num_candidates:
         notes.append(f"{task.name}: up to {widest} distinct candidates per query, the "
                      f"reference lists {task.num_candidates}")
