@@ -17,6 +17,12 @@ from mmeb.items import Item, Side
 from mmeb.tasks import TaskSpec
 
 
+def hashed_vector(key: str, dim: int) -> np.ndarray:
+    """A standard-normal vector seeded by ``key``'s sha256: the same on every machine."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(dim)
+
+
 class RandomEncoder:
     modalities = ALL_MODALITIES
 
@@ -31,9 +37,7 @@ class RandomEncoder:
         if item.image_path:
             path = Path(item.image_path)
             image = f"{path.parent.name}/{path.name}"
-        digest = hashlib.sha256(f"{self.seed}\0{item.raw}\0{image}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        return rng.standard_normal(self.dim)
+        return hashed_vector(f"{self.seed}\0{item.raw}\0{image}", self.dim)
 
     def encode(self, items: Sequence[Item], *, side: Side, task: TaskSpec) -> np.ndarray:
         return np.stack([self._vector(item) for item in items]).astype(np.float32)

@@ -10,7 +10,6 @@ hit@1 = 1.0 on every sample task. It uses no pixels and no words, only the sidec
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from mmeb.encoder import ALL_MODALITIES
 from mmeb.errors import DataError
 from mmeb.items import Item, Side
+from mmeb.random_encoder import hashed_vector
 from mmeb.tasks import TaskSpec
 
 LATENTS_FILE = "latents.parquet"
@@ -86,9 +86,7 @@ class OracleEncoder:
         return index
 
     def _vector(self, key: str) -> np.ndarray:
-        digest = hashlib.sha256(key.encode()).digest()
-        vector = np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(
-            self.dim)
+        vector = hashed_vector(key, self.dim)
         return vector / np.linalg.norm(vector)
 
     def encode(self, items: Sequence[Item], *, side: Side, task: TaskSpec) -> np.ndarray:
