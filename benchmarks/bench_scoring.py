@@ -50,7 +50,8 @@ def main() -> None:
     start = time.perf_counter()
     above, tied = naive(queries, targets, query_index, candidates)
     slow = time.perf_counter() - start
-    assert (above == counts.above).all() and (tied == counts.tied).all()
+    assert (above == counts.above).all()
+    assert (tied == counts.tied).all()
     print(f"queries={args.queries} candidates={args.candidates} targets={args.targets} "
           f"dim={args.dim}")
     print(f"vectorised: {fast:.3f} s   per-query loop: {slow:.3f} s   "

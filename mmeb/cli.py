@@ -33,7 +33,8 @@ def _one_line_errors(func: F) -> F:
 
 
 def _task_names(tasks: str | None) -> list[str] | None:
-    return [t for t in tasks.split(",") if t.strip()] if tasks else None
+    # "--tasks ' '" names no task: an error downstream, never "all tasks".
+    return tasks.split(",") if tasks is not None else None
 
 
 split_option = click.option(
@@ -148,13 +149,13 @@ def tasks(split: str | None, meta_task: str | None, fmt: str) -> None:
     """List tasks with their modalities, instructions and candidate counts."""
     selected = select_tasks(split, None, meta_task)
     records = [
-        {"name": t.name, "meta_task": t.meta_task, "split": t.split,
+        {"name": t.name, "meta_task": t.meta_task, "role": t.role,
          "query_modality": t.query_modality, "target_modality": t.target_modality,
          "query_instruction": t.query_instruction, "target_instruction": t.target_instruction,
          "train_query_instruction": t.train_query_instruction,
          "num_queries": t.num_queries, "num_candidates": t.num_candidates,
          "hf_dataset": t.hf_dataset, "hf_config": t.hf_config, "hf_revision": t.hf_revision,
-         "train_config": t.train_config, "benchmark": t.benchmark}
+         "train_config": t.train_config, "benchmark": t.benchmark, "source": t.source}
         for t in selected
     ]
     if fmt == "json":
@@ -162,7 +163,7 @@ def tasks(split: str | None, meta_task: str | None, fmt: str) -> None:
         return
     from tabulate import tabulate
 
-    keys = ["name", "meta_task", "split", "query_modality", "target_modality",
+    keys = ["name", "meta_task", "role", "query_modality", "target_modality",
             "num_candidates", "query_instruction"]
     click.echo(tabulate([[r[k] for k in keys] for r in records],
                         headers=[k.replace("_", " ") for k in keys]))

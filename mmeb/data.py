@@ -2,8 +2,8 @@
 
 One layout is read everywhere: ``<data_dir>/<Task>/*.parquet`` with the v1 columns
 ``qry_text, qry_img_path, tgt_text[], tgt_img_path[]`` (gold = candidate 0) and images under an
-image root that the paths are relative to. The Hub copy, a user's local copy and the sample suite
-all arrive in that layout, so they share this code.
+image root that the paths are relative to. Every source (:mod:`mmeb.sources`: the Hub copy, a
+user's local copy, the sample suite) arrives in that layout, so they share this code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 from mmeb.errors import DataError
 from mmeb.instructions import parse
 from mmeb.items import Item
-from mmeb.tasks import TaskSpec
+from mmeb.sources import DataSource, resolve_source
+from mmeb.taskspec import TaskSpec
 
 EVAL_COLUMNS = {"qry_text": "string", "qry_img_path": "string",
                 "tgt_text": "list<string>", "tgt_img_path": "list<string>"}
@@ -29,26 +30,6 @@ def _arrow_types() -> dict[str, Any]:
     import pyarrow as pa
 
     return {"string": pa.large_string(), "list<string>": pa.large_list(pa.large_string())}
-
-
-@dataclass
-class DataSource:
-    """Where a task's rows and images live, and what to record about them."""
-
-    parquet_files: list[Path]
-    image_root: Path
-    kind: str  # "local", "hub" or "sample"
-    revision: str | None = None  # Hub revision, when known
-    sha256: str | None = None  # of the parquet bytes, set when they are read
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "files": [str(f) for f in self.parquet_files],
-            "image_root": str(self.image_root),
-            "revision": self.revision,
-            "sha256": self.sha256,
-        }
 
 
 @dataclass
@@ -70,27 +51,6 @@ class TaskInputs:
     @property
     def candidates_per_row(self) -> np.ndarray:
         return (self.candidates >= 0).sum(axis=1)
-
-
-def find_parquet_files(task: TaskSpec, data_dir: Path) -> list[Path]:
-    folder = data_dir / (task.hf_config or task.name)
-    if not folder.is_dir():
-        raise DataError(
-            f"{task.name}: no folder {folder}; expected {data_dir}/<Task>/test-*.parquet "
-            "(run `mmeb download` or check --data-dir)"
-        )
-    files = sorted(folder.glob(f"{task.hf_split}-*.parquet")) or sorted(folder.glob("*.parquet"))
-    if not files:
-        raise DataError(f"{task.name}: no parquet file in {folder}")
-    return files
-
-
-def local_source(task: TaskSpec, data_dir: Path, image_dir: Path | None = None) -> DataSource:
-    if not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} does not exist")
-    files = find_parquet_files(task, data_dir)
-    image_root = image_dir if image_dir is not None else data_dir / "eval_images"
-    return DataSource(files, image_root, "local")
 
 
 def read_rows(task: TaskSpec, source: DataSource) -> Any:
@@ -263,26 +223,3 @@ def load_task_inputs(
     source = resolve_source(task, data_dir=data_dir, image_dir=image_dir)
     rows = read_rows(task, source)
     return build_inputs(task, rows, source.image_root, limit), source
-
-
-def resolve_source(
-    task: TaskSpec,
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    image_dir: str | os.PathLike[str] | None = None,
-) -> DataSource:
-    """Local data when ``data_dir`` is given, the generated suite for sample tasks, else the Hub."""
-    images = Path(image_dir) if image_dir is not None else None
-    if data_dir is not None:
-        return local_source(task, Path(data_dir), images)
-    if task.benchmark == "sample":
-        from mmeb.sample import ensure_sample
-        from mmeb.sample.spec import FULL_PREFIX
-
-        scale = "full" if task.name.startswith(FULL_PREFIX) else "small"
-        source = local_source(task, ensure_sample(scale) / "eval", images)
-        source.kind = "sample"
-        return source
-    from mmeb.hub import hub_source
-
-    return hub_source(task, image_dir=images)

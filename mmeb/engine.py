@@ -41,7 +41,7 @@ class Evaluation:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)  # doubts about the score itself
     notes: list[str] = field(default_factory=list)  # how the data differs from the reference
-    data: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)  # DataSource.describe() of the rows
 
     @property
     def main_score(self) -> float:
@@ -61,7 +61,7 @@ def check_modalities(encoder: Encoder, inputs: TaskInputs) -> None:
             )
 
 
-def encode_unique(
+def encode_in_batches(
     encoder: Encoder,
     items: Sequence[Item],
     *,
@@ -70,7 +70,10 @@ def encode_unique(
     batch_size: int,
     progress: bool = True,
 ) -> np.ndarray:
-    """Encode ``items`` (already unique) in batches; returns L2-normalised float64 vectors."""
+    """Encode ``items`` in batches of ``batch_size``; returns L2-normalised float64 vectors.
+
+    The caller passes each input once (``TaskInputs`` holds unique items); this function does
+    not deduplicate."""
     from tqdm.auto import tqdm
 
     chunks: list[np.ndarray] = []
@@ -115,11 +118,11 @@ def evaluate_inputs(
     check_modalities(encoder, inputs)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    query_vecs = encode_unique(encoder, inputs.queries, side=Side.QUERY, task=task,
+    query_vecs = encode_in_batches(encoder, inputs.queries, side=Side.QUERY, task=task,
                                batch_size=batch_size, progress=progress)
     timings["encode_queries_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    target_vecs = encode_unique(encoder, inputs.targets, side=Side.TARGET, task=task,
+    target_vecs = encode_in_batches(encoder, inputs.targets, side=Side.TARGET, task=task,
                                 batch_size=batch_size, progress=progress)
     timings["encode_targets_s"] = time.perf_counter() - start
     if query_vecs.shape[1] != target_vecs.shape[1]:
@@ -162,12 +165,13 @@ def evaluate_inputs(
 
 
 def _data_notes(inputs: TaskInputs, widest: int) -> list[str]:
+    """How the rows read differ from the task's reference sizes (a partial or edited copy)."""
     task = inputs.task
     notes = []
-    if task.benchmark == "mmeb-v1" and inputs.num_rows_total != task.num_queries:
+    if inputs.num_rows_total != task.num_queries:
         notes.append(f"{task.name}: data has {inputs.num_rows_total} rows, the reference "
-                     f"MMEB-eval has {task.num_queries}")
-    if task.benchmark == "mmeb-v1" and widest != task.num_candidates:
+                     f"{task.benchmark} task has {task.num_queries}")
+    if widest != task.num_candidates:
         notes.append(f"{task.name}: up to {widest} distinct candidates per query, the "
                      f"reference lists {task.num_candidates}")
     return notes
@@ -189,7 +193,7 @@ def evaluate_task(
     load_s = time.perf_counter() - start
     result = evaluate_inputs(encoder, inputs, batch_size=batch_size, progress=progress)
     result.timings = {"load_s": load_s, **result.timings}
-    result.data = source.describe()
+    result.dataset = source.describe()
     return result
 
 

@@ -11,10 +11,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from mmeb.data import DataSource, find_parquet_files
 from mmeb.errors import DataError
+from mmeb.mmeb_v1 import MMEB_EVAL_DATASET, MMEB_EVAL_REVISION
 from mmeb.paths import cache_dir
-from mmeb.tasks import MMEB_EVAL_DATASET, MMEB_EVAL_REVISION, TaskSpec
+from mmeb.sources import DataSource, find_parquet_files
+from mmeb.taskspec import TaskSpec
 
 IMAGES_ZIP = "images.zip"
 
@@ -31,7 +32,7 @@ def fetch_parquet(tasks: list[TaskSpec], revision: str = MMEB_EVAL_REVISION) -> 
     """Snapshot the parquet files of ``tasks``; returns the snapshot folder."""
     from huggingface_hub import snapshot_download
 
-    patterns = [f"{t.hf_config or t.name}/*" for t in tasks]
+    patterns = [f"{t.folder}/*" for t in tasks]
     try:
         return Path(
             snapshot_download(
@@ -93,8 +94,8 @@ def hub_source(task: TaskSpec, image_dir: Path | None = None) -> DataSource:
 
 def download(tasks: list[TaskSpec], *, images: bool = True) -> tuple[Path, Path | None]:
     """Prefetch parquet files (and images) for ``tasks`` into the Hugging Face cache."""
-    hub_tasks = [t for t in tasks if t.benchmark == "mmeb-v1"]
+    hub_tasks = [t for t in tasks if t.source == "hub"]
     if not hub_tasks:
-        raise DataError("nothing to download: the selected tasks are not MMEB-v1 tasks")
+        raise DataError("nothing to download: the selected tasks are not read from the Hub")
     snapshot = fetch_parquet(hub_tasks)
     return snapshot, fetch_images() if images else None

@@ -22,9 +22,16 @@ from typing import Any
 
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
-from mmeb.tasks import META_TASKS
+from mmeb.taskspec import META_TASKS
 
-SCHEMA_VERSION = 1
+#: 2: the IND/OOD role is stored as "role" (schema 1 called it "split"; both are read).
+SCHEMA_VERSION = 2
+
+
+def result_role(document: dict[str, Any]) -> str | None:
+    """The task's IND/OOD role recorded in a result file, of any schema version."""
+    role = document.get("role", document.get("split"))
+    return role if isinstance(role, str) else None
 
 
 def safe_name(name: str) -> str:
@@ -120,8 +127,8 @@ def summarize(results: list[dict[str, Any]], metric: str = MAIN_METRIC) -> Summa
         metric=metric,
         per_task=per_task,
         meta_tasks={m: v for m, v in meta.items() if v is not None},
-        ind=_mean([per_task[r["task"]] for r in results if r.get("split") == "IND"]),
-        ood=_mean([per_task[r["task"]] for r in results if r.get("split") == "OOD"]),
+        ind=_mean([per_task[r["task"]] for r in results if result_role(r) == "IND"]),
+        ood=_mean([per_task[r["task"]] for r in results if result_role(r) == "OOD"]),
         overall=_mean(list(per_task.values())),
         num_tasks=len(per_task),
     )
@@ -136,10 +143,10 @@ def format_summary(summary: Summary, results: list[dict[str, Any]], fmt: str = "
     from tabulate import tabulate
 
     label = f"{summary.metric} (%)"
-    rows = [[r["task"], r.get("meta_task", ""), r.get("split", ""),
+    rows = [[r["task"], r.get("meta_task", ""), result_role(r) or "",
              _pct(r["metrics"][summary.metric]), _pct(r.get("chance")),
              r.get("counts", {}).get("rows", "")] for r in results]
-    table = tabulate(rows, headers=["task", "meta-task", "split", label, "chance (%)", "queries"],
+    table = tabulate(rows, headers=["task", "meta-task", "role", label, "chance (%)", "queries"],
                      tablefmt=fmt, disable_numparse=True)
     agg = [[m, _pct(v)] for m, v in summary.meta_tasks.items()]
     agg += [["IND", _pct(summary.ind)], ["OOD", _pct(summary.ood)],

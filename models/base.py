@@ -251,7 +251,11 @@ class TwoTowerEncoder(ABC):
     # -- the Encoder protocol ------------------------------------------------------------
 
     def encode(
-        self, items: Sequence[Item], *, side: Side, task: TaskSpec | None = None
+        self,
+        items: Sequence[Item],
+        *,
+        side: Side,  # noqa: ARG002 (the protocol's signature; see the docstring)
+        task: TaskSpec | None = None,  # noqa: ARG002
     ) -> np.ndarray:
         """Encode ``items`` to a float32 ``(n, d)`` array (``side`` and ``task`` do not change
         a two-tower model's vectors: the instruction policy is the same for every task)."""

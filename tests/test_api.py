@@ -15,7 +15,8 @@ class MyEncoder:
     name = "my-encoder"
 
     def encode(self, items, *, side, task):
-        assert side in ("query", "target") and task.name in ("ImageNet-1K", "MSCOCO_t2i")
+        assert side in ("query", "target")
+        assert task.name in ("ImageNet-1K", "MSCOCO_t2i")
         vectors = []
         for item in items:
             colour = np.zeros(3)
@@ -41,3 +42,38 @@ def test_evaluate_an_encoder_object(tmp_path):
     assert summary.overall == pytest.approx(np.mean(list(summary.per_task.values())))
     assert "overall (2 tasks)" in outcome.table()
     assert isinstance(MyEncoder(), mmeb.Encoder)
+
+
+class CountingEncoder(MyEncoder):
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def encode(self, items, *, side, task):
+        self.calls.append(task.name)
+        return super().encode(items, side=side, task=task)
+
+
+def test_evaluate_resumes_from_the_result_folder(tmp_path):
+    colour_classification(tmp_path / "data")
+    colour_t2i(tmp_path / "data")
+    options = {"output_dir": tmp_path / "results", "data_dir": str(tmp_path / "data"),
+               "progress": False}
+    first_encoder = CountingEncoder()
+    first = mmeb.evaluate(first_encoder, tasks=["ImageNet-1K"], **options)
+    assert first.computed == ["ImageNet-1K"]
+    assert set(first_encoder.calls) == {"ImageNet-1K"}
+
+    encoder = CountingEncoder()
+    resumed = mmeb.evaluate(encoder, tasks=["ImageNet-1K", "MSCOCO_t2i"], **options)
+    assert resumed.skipped == ["ImageNet-1K"]
+    assert resumed.computed == ["MSCOCO_t2i"]
+    assert set(encoder.calls) == {"MSCOCO_t2i"}
+    assert resumed.summary.per_task["ImageNet-1K"] == first.summary.per_task["ImageNet-1K"]
+
+    again = CountingEncoder()
+    repeat = mmeb.evaluate(again, tasks=["ImageNet-1K", "MSCOCO_t2i"], **options)
+    assert repeat.computed == []
+    assert again.calls == []
+    assert repeat.table() == resumed.table()

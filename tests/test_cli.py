@@ -40,30 +40,42 @@ def test_run_writes_one_result_per_task_and_prints_the_summary(data_dir, tmp_pat
     out = tmp_path / "results"
     result = invoke(*run_args(data_dir, out, "--model", "random", "--model-arg", "dim=16"))
     assert result.exit_code == 0, result.output
-    assert "hit@1 (%)" in result.output and "overall (2 tasks)" in result.output
+    assert "hit@1 (%)" in result.output
+    assert "overall (2 tasks)" in result.output
     assert "warning: ImageNet-1K: hit@1 0.250 is at chance level (0.125)" in result.output
     files = sorted(p.name for p in (out / "random").glob("*.json"))
     assert files == ["ImageNet-1K.json", "MSCOCO_t2i.json"]
     doc = json.loads((out / "random" / "ImageNet-1K.json").read_text())
-    assert doc["main_metric"] == "hit@1" and doc["main_score"] == doc["metrics"]["hit@1"]
+    assert doc["main_metric"] == "hit@1"
+    assert doc["main_score"] == doc["metrics"]["hit@1"]
     assert set(doc["metrics"]) == {"hit@1", "hit@5", "hit@10", "mrr", "ndcg@5", "ndcg@10"}
-    assert doc["counts"]["rows"] == 12 and doc["counts"]["unique_candidates"] == 8
+    assert doc["counts"]["rows"] == 12
+    assert doc["counts"]["unique_candidates"] == 8
     assert doc["config"]["adapter"] == {"name": "random", "dim": 16, "seed": 0}
     assert doc["config"]["scoring"]["tie_policy"] == "expected"
     assert doc["config"]["batch_size"] == 32
-    assert doc["versions"]["mmeb"] and doc["dataset"]["kind"] == "local"
+    assert doc["versions"]["mmeb"]
+    assert doc["dataset"]["kind"] == "local"
     assert {"load_s", "encode_queries_s", "encode_targets_s", "score_s"} <= set(doc["timings"])
-    assert doc["meta_task"] == "classification" and doc["split"] == "IND"
+    assert doc["meta_task"] == "classification"
+    assert doc["role"] == "IND"
 
 
 def test_rerun_skips_finished_tasks_and_overwrite_redoes_them(data_dir, tmp_path):
     out = tmp_path / "results"
-    first = invoke(*run_args(data_dir, out, "--model", "random"))
-    stamp = (out / "random" / "CIRR.json")
-    assert not stamp.exists()
+    one = ["run", "--tasks", "ImageNet-1K", "--data-dir", str(data_dir), "--output-dir",
+           str(out), "--no-progress", "--model", "random"]
+    assert invoke(*one).exit_code == 0
     mtime = (out / "random" / "ImageNet-1K.json").stat().st_mtime_ns
+    # Adding a task to the run computes only that one; the finished one is reused as it is.
+    first = invoke(*run_args(data_dir, out, "--model", "random"))
+    assert first.exit_code == 0
+    assert "ImageNet-1K: done earlier" in first.output
+    assert "MSCOCO_t2i: hit@1" in first.output
+    assert (out / "random" / "ImageNet-1K.json").stat().st_mtime_ns == mtime
     again = invoke(*run_args(data_dir, out, "--model", "random"))
-    assert again.exit_code == 0 and "done earlier" in again.output
+    assert again.exit_code == 0
+    assert "MSCOCO_t2i: done earlier" in again.output
     assert (out / "random" / "ImageNet-1K.json").stat().st_mtime_ns == mtime
     assert again.stdout == first.stdout
     invoke(*run_args(data_dir, out, "--model", "random", "--overwrite"))
@@ -147,6 +159,7 @@ def test_third_party_encoder_from_a_module_path(data_dir, tmp_path, monkeypatch)
     [
         (["--model", "nope"], "unknown model 'nope'; registered models: blip, blip2, clip"),
         (["--model", "random", "--tasks", "ImageNet"], "unknown task 'ImageNet'; valid tasks:"),
+        (["--model", "random", "--tasks", " "], "--tasks names no task"),
         (["--model", "random", "--checkpoint", "x"], "does not take --checkpoint"),
         (["--model", "random", "--model-arg", "dims"], "--model-arg 'dims' is not key=value"),
         (["--model", "missing_file.py:build"], "model file not found: missing_file.py"),
@@ -167,7 +180,8 @@ def test_unwritable_output_dir_is_a_one_line_error(data_dir, tmp_path):
     blocker.write_text("")
     result = invoke(*run_args(data_dir, blocker / "sub", "--model", "random"))
     assert result.exit_code == 1
-    assert "cannot write results to" in result.output and "--output-dir" in result.output
+    assert "cannot write results to" in result.output
+    assert "--output-dir" in result.output
 
 
 def test_missing_image_fails_without_partial_results(data_dir, tmp_path):
@@ -184,18 +198,20 @@ def test_tasks_json_lists_required_fields():
     result = invoke("tasks", "--split", "ood", "--format", "json")
     records = json.loads(result.output)
     assert len(records) == 16
-    required = {"name", "meta_task", "split", "query_modality", "target_modality",
+    required = {"name", "meta_task", "role", "query_modality", "target_modality",
                 "query_instruction", "target_instruction", "num_candidates"}
     assert all(required <= set(r) for r in records)
-    assert {r["split"] for r in records} == {"OOD"}
+    assert {r["role"] for r in records} == {"OOD"}
 
 
 def test_tasks_table_and_models_list():
     table = invoke("tasks", "--meta-task", "grounding")
-    assert table.exit_code == 0 and "RefCOCO-Matching" in table.output
+    assert table.exit_code == 0
+    assert "RefCOCO-Matching" in table.output
     assert "ImageNet-1K" not in table.output
     models = invoke("models")
-    assert models.exit_code == 0 and "random" in models.output
+    assert models.exit_code == 0
+    assert "random" in models.output
 
 
 def test_summary_command_reads_a_result_folder(data_dir, tmp_path):

@@ -21,15 +21,19 @@ def test_items_keep_raw_string_and_parsed_parts(tmp_path):
                          "a plain red square\n")
     assert query.instruction == task.query_instruction
     assert query.text == "a plain red square"
-    assert query.image_path is None and query.image is None
+    assert query.image_path is None
+    assert query.image is None
     target = inputs.targets[0]
     assert target.raw == "<|image_1|>\nRepresent the given image.\n"
     assert target.instruction == "Represent the given image."
     assert target.text == ""
     assert target.image_path.endswith("MSCOCO_t2i/red.jpg")
-    assert target.image.size == (16, 16) and target.image.mode == "RGB"
-    assert target.modality == "image" and query.modality == "text"
-    assert source.kind == "local" and len(source.describe()["sha256"]) == 64
+    assert target.image.size == (16, 16)
+    assert target.image.mode == "RGB"
+    assert target.modality == "image"
+    assert query.modality == "text"
+    assert source.kind == "local"
+    assert len(source.describe()["sha256"]) == 64
     # gold stays at column 0
     assert inputs.targets[inputs.candidates[0, 0]].image_path.endswith("red.jpg")
 
@@ -113,7 +117,7 @@ def test_missing_data_dir(tmp_path):
 
 
 def test_no_local_data_and_no_network_says_how_to_get_it():
-    with pytest.raises(DataError, match="mmeb download.*--data-dir"):
+    with pytest.raises(DataError, match=r"mmeb download.*--data-dir"):
         load_task_inputs(get_task("CIRR"))
 
 
@@ -156,7 +160,8 @@ def test_columnar_dedup_equals_a_naive_loop(tmp_path):
         got = [key(inputs.targets[c]) for c in inputs.candidates[i] if c >= 0]
         assert got == unique
     assert inputs.stats["duplicate_candidates_dropped"] == dropped
-    assert inputs.num_rows == 35 and inputs.num_rows_total == 40
+    assert inputs.num_rows == 35
+    assert inputs.num_rows_total == 40
 
 
 def test_corrupt_parquet_names_the_file(tmp_path):
@@ -174,3 +179,59 @@ def test_recorded_hash_is_that_of_the_parquet_bytes(tmp_path):
     _, source = load_task_inputs(task, data_dir=tmp_path)
     file = tmp_path / task.name / "test-00000-of-00001.parquet"
     assert source.describe()["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def test_a_task_stored_as_several_parquet_files_reads_them_in_order(tmp_path):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    single, split = tmp_path / "single", tmp_path / "split"
+    task = colour_t2i(single)
+    colour_t2i(split)
+    whole = single / task.name / "test-00000-of-00001.parquet"
+    table = pq.read_table(whole)
+    (split / task.name / "test-00000-of-00001.parquet").unlink()
+    parts = [split / task.name / f"test-0000{i}-of-00002.parquet" for i in range(2)]
+    pq.write_table(table.slice(0, 3), parts[0])
+    pq.write_table(table.slice(3), parts[1])
+
+    one, _ = load_task_inputs(task, data_dir=single)
+    two, source = load_task_inputs(task, data_dir=split)
+    assert source.parquet_files == parts
+    assert two.num_rows == one.num_rows == table.num_rows
+    assert [q.raw for q in two.queries] == [q.raw for q in one.queries]
+    assert [(t.raw, t.image_path and t.image_path.replace(str(split), "")) for t in two.targets] \
+        == [(t.raw, t.image_path and t.image_path.replace(str(single), "")) for t in one.targets]
+    assert (two.candidates == one.candidates).all()
+    digest = hashlib.sha256(parts[0].read_bytes() + parts[1].read_bytes()).hexdigest()
+    assert source.sha256 == digest
+    scores = [evaluate_task(RandomEncoder(), task, data_dir=d, progress=False).metrics
+              for d in (single, split)]
+    assert scores[0] == scores[1]
+
+
+def test_a_registered_source_kind_serves_its_tasks(tmp_path, monkeypatch):
+    import dataclasses
+
+    import mmeb.sources as sources
+
+    colour_t2i(tmp_path)
+    task = dataclasses.replace(get_task("MSCOCO_t2i"), source="my-lab")
+    seen = []
+
+    def my_lab(spec, image_dir):
+        seen.append(spec.name)
+        return sources.local_source(spec, tmp_path, image_dir, kind="my-lab")
+
+    monkeypatch.setitem(sources.SOURCE_KINDS, "my-lab", "test_data_sources:my_lab")
+    module = type(sources)("test_data_sources")
+    module.my_lab = my_lab  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "test_data_sources", module)
+    inputs, source = load_task_inputs(task)
+    assert seen == ["MSCOCO_t2i"]
+    assert source.kind == "my-lab"
+    assert inputs.num_rows == 8
+
+    with pytest.raises(DataError, match=r"unknown source kind 'nowhere'.*register_source"):
+        load_task_inputs(dataclasses.replace(task, source="nowhere"))

@@ -8,8 +8,8 @@ import pytest
 from mmeb_fixtures import colour_classification
 
 import mmeb.hub as hub
-from mmeb.data import resolve_source
 from mmeb.errors import DataError
+from mmeb.sources import resolve_source
 from mmeb.tasks import MMEB_EVAL_REVISION, get_task
 
 
@@ -29,9 +29,11 @@ def test_hub_snapshot_and_images_are_read_like_a_local_copy(tmp_path, monkeypatc
     monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda **kwargs: str(archive))
     source = resolve_source(get_task("ImageNet-1K"))
-    assert seen["repo_id"] == "TIGER-Lab/MMEB-eval" and seen["revision"] == MMEB_EVAL_REVISION
+    assert seen["repo_id"] == "TIGER-Lab/MMEB-eval"
+    assert seen["revision"] == MMEB_EVAL_REVISION
     assert seen["allow_patterns"] == ["ImageNet-1K/*"]
-    assert source.kind == "hub" and source.revision == MMEB_EVAL_REVISION
+    assert source.kind == "hub"
+    assert source.revision == MMEB_EVAL_REVISION
     assert (source.image_root / "ImageNet-1K" / "image_0.jpg").is_file()
     assert source.image_root.parent.name == MMEB_EVAL_REVISION
 

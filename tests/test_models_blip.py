@@ -65,5 +65,5 @@ def test_a_checkpoint_without_retrieval_heads_is_refused(tmp_path: Path) -> None
                          num_attention_heads=4, encoder_hidden_size=32),
         vision_config=dict(VISION, image_size=IMAGE_SIZE), projection_dim=16)
     transformers.BlipModel(config).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="lacks .* weights of BlipForImageTextRetrieval"):
+    with pytest.raises(ModelError, match=r"lacks .* weights of BlipForImageTextRetrieval"):
         load_model("blip", checkpoint=str(tmp_path))

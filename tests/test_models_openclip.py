@@ -88,7 +88,7 @@ def test_checkpoint_forms(tiny: Path) -> None:
 
 
 def test_architecture_without_weights_lists_its_tags() -> None:
-    with pytest.raises(ModelError, match="pretrained=TAG_OR_FILE .*laion2b_s34b_b79k"):
+    with pytest.raises(ModelError, match=r"pretrained=TAG_OR_FILE .*laion2b_s34b_b79k"):
         load_model("openclip", checkpoint="ViT-B-32")
 
 

@@ -17,7 +17,8 @@ def test_entry_point_models_are_listed_and_loadable(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
     assert "my-random" in registry.registered_models()
     encoder = registry.load_model("my-random", model_args={"dim": 8})
-    assert isinstance(encoder, RandomEncoder) and encoder.dim == 8
+    assert isinstance(encoder, RandomEncoder)
+    assert encoder.dim == 8
 
 
 def test_model_args_are_typed():
@@ -46,7 +47,7 @@ def test_missing_dependency_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_unknown_module():
-    with pytest.raises(ModelError, match="cannot import module 'no_such_pkg.mod'"):
+    with pytest.raises(ModelError, match=r"cannot import module 'no_such_pkg.mod'"):
         registry.load_model("no_such_pkg.mod:build")
 
 

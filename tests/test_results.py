@@ -19,7 +19,7 @@ def as_results(model: str, scores: dict[str, float]) -> list[dict]:
     for name, pct in scores.items():
         task = get_task(name)
         results.append({"task": name, "model": model, "meta_task": task.meta_task,
-                        "split": task.split, "metrics": {"hit@1": pct / 100}})
+                        "role": task.role, "metrics": {"hit@1": pct / 100}})
     return results
 
 
@@ -45,7 +45,9 @@ def test_overall_is_the_mean_over_datasets_not_over_meta_tasks():
 def test_table_shows_percent_with_the_metric_name():
     results = as_results("m", {"ImageNet-1K": 55.8, "CIRR": 12.6})
     table = format_summary(summarize(results), results)
-    assert "hit@1 (%)" in table and "55.8" in table and "34.2" in table
+    assert "hit@1 (%)" in table
+    assert "55.8" in table
+    assert "34.2" in table
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -61,5 +63,5 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 def test_corrupt_result_file_is_a_clear_error(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{not json")
-    with pytest.raises(ResultsError, match="cannot read result .*x.json.*--overwrite"):
+    with pytest.raises(ResultsError, match=r"cannot read result .*x.json.*--overwrite"):
         read_result(path)

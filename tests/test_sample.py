@@ -63,11 +63,15 @@ def test_sample_collection_is_the_sample_tasks() -> None:
     assert set(SAMPLE_KINDS.values()) <= set(BUILDERS)
     for task in SAMPLE_TASKS:
         assert task.name.startswith("Sample-")
-        assert task.benchmark == "sample" and task.split == "IND"
-        assert task.hf_dataset is None and task.hf_revision is None
+        assert task.benchmark == "sample"
+        assert task.role == "IND"
+        assert task.hf_dataset is None
+        assert task.hf_revision is None
         assert task.hf_config == task.name == task.train_config
-        assert task.train_query_instruction and task.query_instruction
-        assert 100 <= task.num_queries <= 200 and 50 <= task.num_candidates <= 100
+        assert task.train_query_instruction
+        assert task.query_instruction
+        assert 100 <= task.num_queries <= 200
+        assert 50 <= task.num_candidates <= 100
 
 
 def test_sample_tasks_cover_meta_tasks_and_modality_pairs() -> None:
@@ -84,8 +88,8 @@ def test_full_twin_mirrors_every_mmeb_task() -> None:
     assert set(FULL_KINDS.values()) <= set(BUILDERS)
     for twin, task in zip(full, MMEB_V1_TASKS, strict=True):
         assert twin.name == f"Full-{task.name}" == twin.hf_config
-        assert (twin.meta_task, twin.split, twin.query_modality, twin.target_modality) == (
-            task.meta_task, task.split, task.query_modality, task.target_modality)
+        assert (twin.meta_task, twin.role, twin.query_modality, twin.target_modality) == (
+            task.meta_task, task.role, task.query_modality, task.target_modality)
         assert (twin.num_queries, twin.num_candidates) == (task.num_queries, task.num_candidates)
         assert twin.query_instruction == task.query_instruction
         assert (twin.train_config is None) == (task.train_config is None)
@@ -120,7 +124,8 @@ def test_eval_file_is_mmeb_eval_v1(suite: Path, name: str) -> None:
         assert len(texts) == len(paths) == len(latent["tgt_keys"]) == task.num_candidates
         assert len(set(zip(texts, paths, strict=True))) == len(texts)  # no tie with the gold
         keys = latent["tgt_keys"]
-        assert keys[0] == latent["qry_key"] and keys.count(keys[0]) == 1  # gold is index 0
+        assert keys[0] == latent["qry_key"]
+        assert keys.count(keys[0]) == 1
         assert len(set(keys)) == len(keys)
         assert (row["qry_img_path"] != "") == query_has_image
         assert row["qry_text"].startswith(IMAGE_PLACEHOLDER) == query_has_image
@@ -133,10 +138,12 @@ def test_eval_file_is_mmeb_eval_v1(suite: Path, name: str) -> None:
                 assert parsed.instruction == task.target_instruction
                 assert text == compose(task.target_instruction, parsed.text, has_image=True)
             else:  # bare class names, answers, captions
-                assert IMAGE_PLACEHOLDER not in text and not text.endswith("\n")
+                assert IMAGE_PLACEHOLDER not in text
+                assert not text.endswith("\n")
         for path in [row["qry_img_path"], *paths]:
             if path:
-                assert path.startswith(f"{name}/") and (images / path).is_file()
+                assert path.startswith(f"{name}/")
+                assert (images / path).is_file()
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
@@ -153,7 +160,8 @@ def test_train_file_is_mmeb_train(suite: Path, name: str) -> None:
         for column in ("qry_image_path", "pos_image_path", "neg_image_path"):
             path = row[column]
             if path:
-                assert path.startswith(f"images/{name}/Train/") and path.endswith(".jpg")
+                assert path.startswith(f"images/{name}/Train/")
+                assert path.endswith(".jpg")
                 assert (suite / "train" / path).is_file()
         assert bool(row["qry_image_path"]) == ("image" in task.query_modality)
         assert bool(row["pos_image_path"]) == ("image" in task.target_modality)
@@ -180,7 +188,8 @@ def test_hard_negatives_differ_from_the_gold_in_one_attribute(suite: Path) -> No
 
 def test_manifest_lists_every_file(suite: Path) -> None:
     manifest = read_manifest(suite)
-    assert manifest["tasks"] == list(BY_NAME) and manifest["train_pairs"] == TRAIN_PAIRS
+    assert manifest["tasks"] == list(BY_NAME)
+    assert manifest["train_pairs"] == TRAIN_PAIRS
     on_disk = {p.relative_to(suite).as_posix() for p in suite.rglob("*") if p.is_file()}
     assert on_disk - {"manifest.json"} == set(manifest["files"])
     assert verify(suite) == []
@@ -270,7 +279,8 @@ def test_same_seed_same_bytes_and_subsets_match_the_full_run(
     first = generate(tmp_path / "a", tasks=names, train_pairs=TRAIN_PAIRS, workers=1)
     second = generate(tmp_path / "b", tasks=names, train_pairs=TRAIN_PAIRS, workers=2)
     assert (first / "manifest.json").read_bytes() == (second / "manifest.json").read_bytes()
-    assert verify(first) == [] and verify(second) == []
+    assert verify(first) == []
+    assert verify(second) == []
     files = read_manifest(first)["files"]
     everything = read_manifest(suite)["files"]
     assert all(everything[rel] == digest for rel, digest in files.items())
@@ -314,10 +324,13 @@ def fake_generate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]
 
 def test_ensure_sample_generates_once(fake_generate: list[Path]) -> None:
     root = cache.ensure_sample()
-    assert root == cache.sample_root("small") and (root / "manifest.json").is_file()
-    assert root.name.endswith("-seed0-small") and root.parent.name == "sample"
+    assert root == cache.sample_root("small")
+    assert (root / "manifest.json").is_file()
+    assert root.name.endswith("-seed0-small")
+    assert root.parent.name == "sample"
     assert fake_generate[0] != root  # written elsewhere, then renamed into place
-    assert cache.ensure_sample() == root and len(fake_generate) == 1
+    assert cache.ensure_sample() == root
+    assert len(fake_generate) == 1
     assert [p.name for p in root.parent.iterdir()] == [root.name]  # no temporary left
 
 
@@ -325,7 +338,8 @@ def test_ensure_sample_never_trusts_a_folder_without_manifest(fake_generate: lis
     root = cache.sample_root("small")
     (root / "eval").mkdir(parents=True)
     (root / "eval" / "half-written").write_text("")
-    assert cache.ensure_sample() == root and len(fake_generate) == 1
+    assert cache.ensure_sample() == root
+    assert len(fake_generate) == 1
     assert not (root / "eval" / "half-written").exists()
 
 
@@ -342,7 +356,8 @@ def test_ensure_sample_after_a_crash_leaves_nothing_that_looks_complete(
     with pytest.raises(KeyboardInterrupt):
         cache.ensure_sample()
     root = cache.sample_root("small")
-    assert not root.exists() and list(root.parent.iterdir()) == []
+    assert not root.exists()
+    assert list(root.parent.iterdir()) == []
 
 
 def test_ensure_sample_loses_a_race_gracefully(
@@ -370,3 +385,21 @@ def test_ensure_sample_rejects_unknown_scale() -> None:
 
     with pytest.raises(MMEBError, match="scale"):
         cache.ensure_sample("huge")
+
+
+def test_one_full_size_task_matches_the_mmeb_reference_sizes(tmp_path: Path) -> None:
+    """A twin at MMEB size: 1000 queries x 1000 candidates, the oracle perfect, no data notes."""
+    from mmeb.engine import evaluate_task
+    from mmeb.sample.generate import generate
+    from mmeb.tasks import get_task
+
+    task = get_task("Full-ImageNet-1K")
+    assert task.source == "sample-full"
+    root = generate(tmp_path / "full", scale="full", tasks=[task.name], train_pairs=8, workers=1)
+    result = evaluate_task(OracleEncoder(root), task, data_dir=str(root / "eval"),
+                           batch_size=1024, progress=False)
+    reference = get_task("ImageNet-1K")
+    assert result.counts["rows"] == reference.num_queries == 1000
+    assert result.counts["candidates_per_query"]["max"] == reference.num_candidates == 1000
+    assert result.metrics["hit@1"] == 1.0
+    assert result.notes == []

@@ -23,7 +23,7 @@ def test_registry_has_the_36_datasets_in_reference_order():
 def test_registry_matches_reference_field_by_field(ref):
     task = get_task(ref["name"])
     assert task.meta_task == ref["meta_task"]
-    assert task.split == ref["split_role"]
+    assert task.role == ref["split_role"]
     assert task.query_modality == ref["query_modality"]
     assert task.target_modality == ref["target_modality"]
     assert task.query_instruction == ref["eval_query_instruction"]
@@ -31,7 +31,7 @@ def test_registry_matches_reference_field_by_field(ref):
     assert task.train_query_instruction == ref["train_query_instruction"]
     assert task.num_queries == ref["num_eval_queries"]
     assert task.num_candidates == ref["candidates_per_query"]
-    assert (task.hf_dataset, task.hf_config, task.hf_split) == (
+    assert (task.hf_dataset, task.hf_config, task.file_prefix) == (
         ref["hf_eval"]["dataset"], ref["hf_eval"]["config"], ref["hf_eval"]["split"])
     assert task.train_config == ref["train_config"]
 
@@ -54,7 +54,7 @@ def test_collections_have_the_papers_sizes():
              ("eval", "ind", "ood", "classification", "vqa", "retrieval", "grounding")}
     assert sizes == {"eval": 36, "ind": 20, "ood": 16, "classification": 10, "vqa": 10,
                      "retrieval": 12, "grounding": 4}
-    assert {t.split for t in select_tasks("ind")} == {"IND"}
+    assert {t.role for t in select_tasks("ind")} == {"IND"}
     assert all(t.train_config for t in select_tasks("ind"))
     assert not any(t.train_config for t in select_tasks("ood"))
 
@@ -65,7 +65,7 @@ def test_selection_by_names_and_meta_task():
 
 
 def test_unknown_task_lists_valid_names():
-    with pytest.raises(MMEBError, match="unknown task 'ImageNet'.*ImageNet-1K"):
+    with pytest.raises(MMEBError, match=r"unknown task 'ImageNet'.*ImageNet-1K"):
         get_task("ImageNet")
 
 

@@ -19,12 +19,10 @@ from pathlib import Path
 
 from mmeb.errors import MMEBError
 from mmeb.paths import cache_dir
-from mmeb.sample.spec import SAMPLE_VERSION
+from mmeb.sample.spec import MANIFEST, SAMPLE_VERSION, SCALES
 
 log = logging.getLogger("mmeb")
 
-MANIFEST = "manifest.json"
-SCALES = ("small", "full")
 #: A temporary folder this old belongs to a crashed generation (a full one takes minutes).
 STALE_AFTER_S = 6 * 3600
 

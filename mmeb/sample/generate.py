@@ -25,10 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from mmeb.errors import MMEBError
-from mmeb.sample.cache import MANIFEST, SCALES
 from mmeb.sample.job import Job, Profile
 from mmeb.sample.oracle import LATENTS_FILE
-from mmeb.sample.spec import SAMPLE_TASKS, SAMPLE_VERSION, full_tasks, kind_of
+from mmeb.sample.spec import (
+    MANIFEST,
+    SAMPLE_TASKS,
+    SAMPLE_VERSION,
+    SCALES,
+    full_tasks,
+    kind_of,
+)
 from mmeb.tasks import TaskSpec
 
 PROFILES = {
@@ -180,7 +186,7 @@ def generate_task(out: str, name: str, seed: int, scale: str, profile: Profile) 
 
     root = Path(out)
     spec = _find(scale, name)
-    folder = spec.hf_config or spec.name
+    folder = spec.folder
     eval_dir, train_dir = root / "eval", root / "train"
     stale = [eval_dir / folder, eval_dir / "eval_images" / folder]
     if spec.train_config:

@@ -48,7 +48,7 @@ class OracleEncoder:
         self._indexes: dict[str, Index] = {}
 
     def _index(self, task: TaskSpec) -> Index:
-        folder = task.hf_config or task.name
+        folder = task.folder
         if folder not in self._indexes:
             self._indexes[folder] = self._read(task, self.eval_dir / folder)
         return self._indexes[folder]
@@ -61,9 +61,9 @@ class OracleEncoder:
         if not latents_path.is_file():
             raise DataError(f"{task.name}: no {latents_path}; the oracle needs a generated "
                             "sample suite")
-        data = sorted(folder.glob(f"{task.hf_split}-*.parquet"))
+        data = sorted(folder.glob(f"{task.file_prefix}-*.parquet"))
         if len(data) != 1:
-            raise DataError(f"{task.name}: expected one {task.hf_split}-*.parquet in {folder}")
+            raise DataError(f"{task.name}: expected one {task.file_prefix}-*.parquet in {folder}")
         rows = pq.read_table(data[0]).to_pylist()
         latents = pq.read_table(latents_path).to_pylist()
         if len(latents) != len(rows):

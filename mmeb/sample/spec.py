@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
-from mmeb.tasks import MMEB_V1_TASKS, TaskSpec
+from mmeb.mmeb_v1 import MMEB_V1_TASKS
+from mmeb.taskspec import TaskSpec
 
 _VQA = "Represent the given image with the following question:"
 _IMAGE = "Represent the given image."
@@ -23,6 +24,10 @@ _MATCH = "Select the portion of the image that follows the language expressions:
 SAMPLE_QUERIES = 150
 #: Bump when the generator's output changes: cached copies are keyed by it.
 SAMPLE_VERSION = "v1"
+#: Written last by the generator: a copy is complete exactly when it has this file.
+MANIFEST = "manifest.json"
+#: ``small`` is the offline suite, ``full`` its MMEB-sized twin.
+SCALES = ("small", "full")
 
 
 def _sample(
@@ -38,7 +43,7 @@ def _sample(
     spec = TaskSpec(
         name=name,
         meta_task=meta_task,
-        split="IND",  # every sample task has training pairs
+        role="IND",  # every sample task has training pairs
         query_modality=query_modality,
         target_modality=target_modality,
         query_instruction=query_instruction,
@@ -46,9 +51,8 @@ def _sample(
         train_query_instruction=query_instruction,
         num_candidates=num_candidates,
         num_queries=SAMPLE_QUERIES,
-        hf_dataset=None,
+        source="sample",
         hf_config=name,
-        hf_revision=None,
         train_config=name,
         benchmark="sample",
     )
@@ -115,6 +119,7 @@ def full_tasks() -> tuple[TaskSpec, ...]:
             task,
             name=FULL_PREFIX + task.name,
             hf_dataset=None,
+            source="sample-full",
             hf_config=FULL_PREFIX + task.name,
             hf_revision=None,
             train_config=FULL_PREFIX + task.name if task.train_config else None,
@@ -125,6 +130,15 @@ def full_tasks() -> tuple[TaskSpec, ...]:
 
 
 def kind_of(task: TaskSpec) -> str:
+    """The generator that writes ``task`` (a sample task or one of the full-size twins)."""
     if task.name in SAMPLE_KINDS:
         return SAMPLE_KINDS[task.name]
-    return FULL_KINDS[task.name.removeprefix(FULL_PREFIX)]
+    return _FULL_KINDS_BY_NAME[task.name]
+
+
+_FULL_KINDS_BY_NAME = {FULL_PREFIX + name: kind for name, kind in FULL_KINDS.items()}
+
+
+def scale_of(task: TaskSpec) -> str:
+    """Which cached copy holds ``task``: the twins live in the ``full`` one."""
+    return "full" if task.source == "sample-full" else "small"
