@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -178,12 +179,17 @@ def models(fmt: str) -> None:
 
     entries = list(registered_models().values())
     if fmt == "json":
-        click.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
         return
     from tabulate import tabulate
 
-    rows = [[e.name, e.default_checkpoint or "-", e.extra or "-", e.description] for e in entries]
-    click.echo(tabulate(rows, headers=["model", "default checkpoint", "extra", "description"]))
+    def paper(score: float | None) -> str:
+        return "-" if score is None else f"{score:.1f}"
+
+    rows = [[e.label, e.default_checkpoint or "-", e.extra or "-", paper(e.paper_score),
+             e.description] for e in entries]
+    click.echo(tabulate(rows, headers=["model", "default checkpoint", "extra", "paper (%)",
+                                       "description"], disable_numparse=True))
 
 
 @main.command()

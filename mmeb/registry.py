@@ -26,55 +26,69 @@ ENTRY_POINT_GROUP = "mmeb.models"
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """Everything the harness states about a built-in model, in one place.
+
+    The adapter reads its default checkpoint, revision and extra from here (by ``name``), the
+    CLI lists them, the README's model table is checked against them, and the leaderboard puts
+    the published row named ``paper_row`` beside measured results.
+    """
+
     name: str
     target: str  # "module:factory"
     description: str
     default_checkpoint: str | None = None
+    revision: str | None = None  # pinned Hub revision of the default checkpoint (None: main)
     extra: str | None = None  # pip extra that provides its dependencies
+    paper_score: float | None = None  # MMEB overall hit@1 (%) in the paper's Table 2
+    paper_row: str | None = None  # that row's model name in the paper's tables
+    alias_of: str | None = None  # another entry's name: this one is a second name for it
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (alias of {self.alias_of})" if self.alias_of else self.name
 
 
 BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
-        "random",
-        "mmeb.random_encoder:RandomEncoder",
+        "random", "mmeb.random_encoder:RandomEncoder",
         "deterministic hash-seeded vectors for smoke tests (every modality; scores chance)",
     ),
     ModelEntry(
-        "clip",
-        "mmeb.models.clip:CLIPEncoder",
+        "clip", "mmeb.models.clip:CLIPEncoder",
         "CLIP (transformers CLIPModel); image+text fused by a named policy",
-        "openai/clip-vit-large-patch14",
-        "clip",
+        "openai/clip-vit-large-patch14", extra="clip", paper_score=37.8, paper_row="CLIP",
     ),
     ModelEntry(
-        "openclip",
-        "mmeb.models.openclip:OpenCLIPEncoder",
+        "openclip", "mmeb.models.openclip:OpenCLIPEncoder",
         "OpenCLIP (open_clip); hf-hub ids, local dirs, architecture + pretrained tag",
-        "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
-        "clip",
+        "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K", extra="clip", paper_score=39.7,
+        paper_row="OpenCLIP",
     ),
     ModelEntry(
-        "siglip",
-        "mmeb.models.siglip:SigLIPEncoder",
+        "siglip", "mmeb.models.siglip:SigLIPEncoder",
         "SigLIP (transformers SiglipModel); image+text fused by a named policy",
-        "google/siglip-base-patch16-224",
-        "clip",
+        "google/siglip-base-patch16-224", extra="clip", paper_score=34.8, paper_row="SigLIP",
     ),
     ModelEntry(
-        "blip",
-        "mmeb.models.blip:BLIPEncoder",
+        "blip", "mmeb.models.blip:BLIPEncoder",
         "BLIP retrieval (BlipForImageTextRetrieval), contrastive-head features",
-        "Salesforce/blip-itm-base-coco",
-        "blip",
+        "Salesforce/blip-itm-base-coco", extra="blip",
     ),
     ModelEntry(
-        "blip2",
-        "mmeb.models.blip2:BLIP2Encoder",
+        "blip2", "mmeb.models.blip2:BLIP2Encoder",
         "BLIP-2 Q-Former (Blip2ForImageTextRetrieval), one query token per image",
-        "Salesforce/blip2-itm-vit-g",
-        "blip",
+        "Salesforce/blip2-itm-vit-g", extra="blip", paper_score=25.2, paper_row="BLIP2",
     ),
 )
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The built-in entry ``name``, aliases followed (a ModelError names the known ones)."""
+    entries = {entry.name: entry for entry in BUILTIN_MODELS}
+    entry = entries.get(name)
+    if entry is None:
+        raise ModelError(f"unknown built-in model {name!r}; known: {', '.join(sorted(entries))}")
+    return entries[entry.alias_of] if entry.alias_of else entry
 
 
 def registered_models() -> dict[str, ModelEntry]:
@@ -89,7 +103,8 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     """``name`` | ``pkg.module:factory`` | ``path/to/file.py:factory`` -> the factory."""
     models = registered_models()
     if spec in models:
-        spec = models[spec].target
+        entry = models[spec]
+        spec = models[entry.alias_of].target if entry.alias_of else entry.target
     elif ":" not in spec:
         raise ModelError(
             f"unknown model {spec!r}; registered models: {', '.join(sorted(models))} "
@@ -119,7 +134,7 @@ def _import(module_name: str, spec: str) -> Any:
 
 def _extra_for(spec: str) -> str:
     for entry in BUILTIN_MODELS:
-        if entry.target == spec and entry.extra:
+        if spec in (entry.name, entry.target) and entry.extra:
             return entry.extra
     return "all"
 

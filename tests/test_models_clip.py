@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmeb.models.fusion import Fusion
 from tiny_checkpoints import checkpoint, encode, image_item, text_item, vqa_item, write_images
 
 from mmeb.errors import ModelError
 from mmeb.items import Side
+from mmeb.models.fusion import Fusion
 from mmeb.registry import load_model
 
 torch = pytest.importorskip("torch")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny_checkpoints import (
-    LIBRARIES,
     checkpoint,
     encode,
     image_item,
+    library,
     text_item,
     vqa_item,
     write_images,
@@ -20,10 +20,13 @@ from tiny_checkpoints import (
 
 from mmeb.encoder import ALL_MODALITIES, Encoder, encoder_config, encoder_modalities
 from mmeb.errors import ModelError
-from mmeb.registry import load_model, registered_models
+from mmeb.models.base import TwoTowerEncoder
+from mmeb.registry import BUILTIN_MODELS, load_model, registered_models, resolve_factory
 
-FAMILIES = ["clip", "siglip", "blip", "blip2", "openclip"]
-EXTRAS = {"clip": "clip", "siglip": "clip", "openclip": "clip", "blip": "blip", "blip2": "blip"}
+# Every built-in two-tower adapter, as the registry lists them: adding one runs these tests.
+FAMILIES = [e.name for e in BUILTIN_MODELS if not e.alias_of
+            and isinstance(f := resolve_factory(e.name), type) and issubclass(f, TwoTowerEncoder)]
+EXTRAS = {e.name: e.extra for e in BUILTIN_MODELS}
 QUESTION = "what is the color of the car in this photo?"
 
 
@@ -45,6 +48,13 @@ def encoder(family: str, tiny: Path) -> Encoder:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_images(tmp_path_factory.mktemp("images"))
+
+
+def test_every_two_tower_family_has_a_tiny_checkpoint() -> None:
+    from tiny_checkpoints import BUILDERS
+
+    assert len(FAMILIES) >= 5
+    assert set(FAMILIES) <= set(BUILDERS), "add a tiny-checkpoint builder for the new family"
 
 
 def test_registered_with_default_checkpoint_and_extra(family: str) -> None:
@@ -123,7 +133,7 @@ def test_bfloat16_stays_close_to_float32(
 def test_missing_library_names_the_extra(
     family: str, tiny: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, LIBRARIES[family], None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, library(family), None)  # makes the import fail
     with pytest.raises(ModelError, match=rf'pip install "mmeb\[{EXTRAS[family]}\]"'):
         load_model(family, checkpoint=str(tiny))
 
@@ -132,7 +142,7 @@ def test_unknown_checkpoint_offline_is_one_clear_error(
     family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pytest.importorskip(LIBRARIES[family])
+    pytest.importorskip(library(family))
     default = registered_models()[family].default_checkpoint
     unknown = "nobody-here/no-such-model"
     for given, shown in ((None, default), (unknown, unknown)):
@@ -145,7 +155,7 @@ def test_unknown_checkpoint_offline_is_one_clear_error(
 
 
 def test_missing_local_directory_is_reported_as_such(family: str) -> None:
-    pytest.importorskip(LIBRARIES[family])
+    pytest.importorskip(library(family))
     with pytest.raises(ModelError, match=r"not found: ./no/such/checkpoint"):
         load_model(family, checkpoint="./no/such/checkpoint")
 

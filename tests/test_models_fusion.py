@@ -7,6 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+
+from mmeb.errors import ModelError
+from mmeb.items import Item
 from mmeb.models.base import (
     InstructionPolicy,
     encoder_name,
@@ -17,9 +20,6 @@ from mmeb.models.base import (
     resolve_dtype,
 )
 from mmeb.models.fusion import Fusion, assemble, combine, parse_fusion, parts_used
-
-from mmeb.errors import ModelError
-from mmeb.items import Item
 
 IMAGE = np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float32)
 TEXT = np.array([[0.0, 2.0], [0.0, -5.0]], dtype=np.float32)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmeb.models.openclip import open_clip_name
 from tiny_checkpoints import checkpoint, encode, image_item, text_item, write_images
 
 from mmeb.errors import ModelError
 from mmeb.items import Side
+from mmeb.models.openclip import open_clip_name
 from mmeb.registry import load_model
 
 torch = pytest.importorskip("torch")

@@ -79,3 +79,39 @@ def test_a_function_with_kwargs_accepts_anything():
         return _Base()
 
     assert registry.accepted_options(build) is None
+
+
+def readme_model_rows() -> dict[str, list[str]]:
+    """The README's model table: ``--model`` name -> its cells."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Models", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].startswith("`") and cells[0] != "`--model`":
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_readme_model_table_matches_the_registry():
+    rows = readme_model_rows()
+    entries = {e.name: e for e in registry.BUILTIN_MODELS}
+    assert set(rows) == set(entries), "the README's model table and the registry disagree"
+    for name, (_, _, checkpoint, install, paper, *_) in rows.items():
+        entry = entries[name]
+        assert checkpoint.strip("`") == (entry.default_checkpoint or "-"), name
+        assert install.strip("`") == (f"mmeb[{entry.extra}]" if entry.extra else "core"), name
+        if entry.paper_score is None:
+            assert not paper[:1].isdigit(), name
+        else:
+            assert paper.split()[0] == f"{entry.paper_score:.1f}", name
+
+
+def test_aliases_resolve_to_their_target():
+    entry = registry.ModelEntry("paper-model", "", "second name", alias_of="clip")
+    assert entry.label == "paper-model (alias of clip)"
+    assert registry.model_entry("clip").default_checkpoint == "openai/clip-vit-large-patch14"
+    with pytest.raises(ModelError, match="unknown built-in model 'nope'"):
+        registry.model_entry("nope")

@@ -230,9 +230,11 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "blip2": save_blip2,
     "openclip": save_openclip,
 }
-# The library each family's test needs beyond torch.
-LIBRARIES = {"clip": "transformers", "siglip": "transformers", "blip": "transformers",
-             "blip2": "transformers", "openclip": "open_clip"}
+def library(family: str) -> str:
+    """The model library a family's adapter needs beyond torch (its last required module)."""
+    from mmeb.registry import resolve_factory
+
+    return str(resolve_factory(family).required_modules[-1])
 
 _built: dict[str, Path] = {}
 
@@ -240,7 +242,7 @@ _built: dict[str, Path] = {}
 def checkpoint(family: str, factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint directory of ``family``, built once per test session."""
     pytest.importorskip("torch")
-    pytest.importorskip(LIBRARIES[family])
+    pytest.importorskip(library(family))
     if family not in _built:
         _built[family] = BUILDERS[family](factory.mktemp(f"tiny-{family}"))
     return _built[family]
