@@ -197,3 +197,89 @@ def test_the_package_parts_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# microsoft/Phi-3.5-vision-instruct's config.json (rope factors rounded as in the spec; only
+# their count matters here).
+SHORT = [1.08, 1.1, 1.13, 1.28, 1.31, 1.45, 1.45, 1.95, 2.03, 2.43, 2.57, 2.95, 3.73, 3.87, 4.19,
+         4.44, 4.64, 4.98, 5.16, 5.28, 5.76, 5.89, 5.89, 5.97, 6.09, 6.28, 6.77, 6.89, 7.11, 7.13,
+         7.18, 7.29, 7.34, 7.56, 7.62, 7.7, 7.88, 7.88, 7.88, 7.94, 7.95, 7.98, 8.2, 8.44, 8.47,
+         8.59, 8.81, 9.0]
+PHI35V_CONFIG = {
+    "model_type": "phi3_v", "hidden_size": 3072, "intermediate_size": 8192,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+    "vocab_size": 32064, "hidden_act": "silu", "rms_norm_eps": 1e-05,
+    "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+    "rope_theta": 10000.0, "sliding_window": 262144, "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 32000, "tie_word_embeddings": False, "embd_pdrop": 0.0,
+    "rope_scaling": {"type": "su", "short_factor": SHORT, "long_factor": [2 * x for x in SHORT]},
+    "embd_layer": {"embedding_cls": "image", "hd_transform_order": "sub_glb",
+                   "projection_cls": "mlp", "use_hd_transform": True,
+                   "with_learnable_separator": True},
+    "img_processor": {"name": "clip_vision_model", "image_dim_out": 1024, "num_img_tokens": 144,
+                      "model_name": "openai/clip-vit-large-patch14-336"},
+}
+
+
+def test_the_full_size_module_has_vlm2vec_fulls_parameters(tmp_path) -> None:
+    """Built on the meta device from Phi-3.5-V's config: 4,146,621,440 parameters (mteb's count
+    for VLM2Vec-Full) less the LM head the embedding model does not load (32064 x 3072)."""
+    import json
+
+    from mmeb.models.phi3v.config import load_config
+    from mmeb.models.phi3v.modeling import Phi3VEmbeddingModel
+    from mmeb.models.phi3v.weights import checkpoint_key
+
+    (tmp_path / "config.json").write_text(json.dumps(PHI35V_CONFIG))
+    config = load_config(tmp_path)
+    assert config.clip_layers_used == 23
+    with torch.device("meta"):
+        full = Phi3VEmbeddingModel(config)
+    params = dict(full.named_parameters())
+    assert sum(p.numel() for p in params.values()) == 4_146_621_440 - 32064 * 3072
+    keys = {checkpoint_key(name) for name in params}
+    assert len(keys) == len(params) == 1 + 32 * 6 + 1 + 6 + 7 + 24 * 16
+    assert "model.vision_embed_tokens.img_processor.vision_model.pre_layrnorm.weight" in keys
+    rotary = full.language_model.rotary_emb
+    assert rotary.attention_scaling == pytest.approx(1.1902380714)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_type": "phi3"}, "model_type"),
+        ({"rope_scaling": {"type": "yarn", "short_factor": [1.0], "long_factor": [1.0]}}, "yarn"),
+        ({"embd_layer": {"projection_cls": "linear"}}, "projection_cls"),
+        ({"img_processor": {"image_dim_out": 64}}, "image_dim_out"),
+    ],
+)
+def test_a_config_the_module_cannot_honour_fails_in_one_line(tmp_path, change, message) -> None:
+    import json
+
+    from mmeb.models.phi3v.config import load_config
+
+    raw = json.loads((PARITY / "config.json").read_text()) | change
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=message) as err:
+        load_config(tmp_path, TINY_VISION)
+    assert "\n" not in str(err.value)
+
+
+def test_a_vision_config_must_keep_336_pixel_crops(tmp_path) -> None:
+    import json
+
+    vision = json.loads(TINY_VISION.read_text()) | {"image_size": 224}
+    (tmp_path / "vision.json").write_text(json.dumps(vision))
+    with pytest.raises(ModelError, match="image_size 336"):
+        load_model(PARITY, vision_config=tmp_path / "vision.json")
+
+
+def test_an_attention_implementation_that_cannot_run_fails_in_one_line() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    for name in ("flash_attention_2", "fast"):
+        with pytest.raises(ModelError) as err:
+            load_model(PARITY, vision_config=TINY_VISION, attn_implementation=name)
+        assert "\n" not in str(err.value) and "attn_implementation" in str(err.value)

@@ -315,8 +315,15 @@ def load_model(
     config = load_config(folder, vision_config)
     target = resolve_dtype(dtype)
     files = checkpoint_files(folder)
-    with torch.device("meta"):
-        model = Phi3VEmbeddingModel(config, attn_implementation)
+    try:
+        with torch.device("meta"):
+            model = Phi3VEmbeddingModel(config, attn_implementation)
+    except (ImportError, ValueError) as exc:  # e.g. flash-attn asked for but not installed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"attn_implementation={attn_implementation} cannot be used here ({first[:160]}); "
+            "use sdpa or eager"
+        ) from None
     expected = dict(model.named_parameters())
     names = match_keys(expected, files, str(folder))
     lora = read_adapter(adapter) if adapter is not None else {}
