@@ -36,13 +36,20 @@ from mmeb.models.phi3v.weights import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def processor() -> Phi3VProcessor:
-    return Phi3VProcessor.from_pretrained(PARITY, num_crops=4)
+def loaded() -> tuple:
+    from mmeb.models.phi3v import load
+
+    return load(PARITY, vision_config=TINY_VISION, num_crops=4, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
-def model():  # -> Phi3VEmbeddingModel
-    return load_model(PARITY, vision_config=TINY_VISION, device="cpu", dtype="float32")
+def processor(loaded: tuple) -> Phi3VProcessor:
+    return loaded[1]
+
+
+@pytest.fixture(scope="module")
+def model(loaded: tuple):  # -> Phi3VEmbeddingModel
+    return loaded[0]
 
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,7 @@ class Phi3VEmbeddingModel(nn.Module):
         """Token embeddings with the image features written over the image positions, in
         row-major (batch, then time) order: the i-th image fills the i-th run of them."""
         table = self.language_model.embed_tokens
+        input_ids = input_ids.to(table.weight.device)
         embeds = table(input_ids.clamp(min=0))
         image_mask = (input_ids < 0) & (input_ids > _MIN_IMAGE_ID)
         n_positions = int(image_mask.sum())

@@ -275,16 +275,16 @@ def read_adapter(folder: str | Path) -> dict[str, LoraWeights]:
     return out
 
 
-def resolve_dtype(dtype: Any) -> torch.dtype:
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """A torch dtype from a torch dtype or any name the adapters accept (bf16, float32, ...)."""
     import torch
+
+    from ..base import resolve_dtype
 
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    try:
-        return names[str(dtype).removeprefix("torch.")]
-    except KeyError:
-        raise ModelError(f"unknown dtype {dtype!r}; choose one of: {', '.join(names)}") from None
+    resolved: torch.dtype = getattr(torch, resolve_dtype(str(dtype).removeprefix("torch.")))
+    return resolved
 
 
 def _set_parameter(model: Any, name: str, tensor: torch.Tensor) -> None:
@@ -313,7 +313,7 @@ def load_model(
 
     folder = Path(checkpoint)
     config = load_config(folder, vision_config)
-    target = resolve_dtype(dtype)
+    target = torch_dtype(dtype)
     files = checkpoint_files(folder)
     try:
         with torch.device("meta"):
@@ -331,8 +331,8 @@ def load_model(
     untargeted = sorted(set(lora) - stored_names)
     if untargeted:
         raise ModelError(
-            f"adapter {adapter} adapts weights that checkpoint {folder} lacks: "
-            f"{_listing(untargeted)}"
+            f"adapter {adapter} adapts weights that the Phi-3.5-V module does not load from "
+            f"{folder}: {_listing(untargeted)}"
         )
     by_file: dict[Path, list[tuple[str, str]]] = {}
     for module_key, stored_key in names.items():
