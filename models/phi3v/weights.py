@@ -142,10 +142,12 @@ def merge_lora(weight: torch.Tensor, lora: LoraWeights) -> torch.Tensor:
     """The merged weight, in float32."""
     import torch
 
-    merged = weight.float() + lora.scale * (lora.b.float() @ lora.a.float())
+    a, b = lora.a.to(weight.device, torch.float32), lora.b.to(weight.device, torch.float32)
+    merged = weight.float() + lora.scale * (b @ a)
     if lora.magnitude is not None:
         norm = torch.linalg.norm(merged, dim=1)
-        merged = (lora.magnitude.float() / norm).unsqueeze(1) * merged
+        magnitude = lora.magnitude.to(weight.device, torch.float32)
+        merged = (magnitude / norm).unsqueeze(1) * merged
     return merged
 
 
@@ -340,7 +342,8 @@ def load_model(
     for file, pairs in by_file.items():
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             for module_key, stored_key in pairs:
-                tensor = handle.get_tensor(stored_key)
+                # Moved first, so that a merge runs on the target device.
+                tensor = handle.get_tensor(stored_key).to(device)
                 if stored_key in lora:
                     tensor = _merged(tensor, lora[stored_key], stored_key, adapter)
                 shape = tuple(expected[module_key].shape)
