@@ -290,3 +290,13 @@ def test_an_attention_implementation_that_cannot_run_fails_in_one_line() -> None
         with pytest.raises(ModelError) as err:
             load_model(PARITY, vision_config=TINY_VISION, attn_implementation=name)
         assert "\n" not in str(err.value) and "attn_implementation" in str(err.value)
+
+
+def test_bfloat16_runs_the_same_path_close_to_float32(processor, prepared) -> None:
+    """bf16 weights take fp32 pixel values and produce the reference embeddings to bf16
+    precision (VLM2Vec evaluates in bf16)."""
+    half = load_model(PARITY, vision_config=TINY_VISION, dtype="bfloat16")
+    expected = np.load(PARITY / "expected.npy")
+    got = encode(half, processor, prepared)
+    cosine = (got * expected).sum(axis=1)
+    assert np.all(cosine > 0.999), cosine
