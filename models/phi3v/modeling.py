@@ -62,23 +62,18 @@ class Phi3VImageEmbedding(nn.Module):
         self.layers_used = config.clip_layers_used
         self.order = config.hd_transform_order
 
-    def _clip(self) -> Any:
-        # transformers 5 flattened CLIPVisionModel; transformers 4 nests it in .vision_model.
-        return getattr(self.img_processor, "vision_model", self.img_processor)
-
     def patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, 336, 336] crops -> [N, 576, C]: the hidden state the original takes
         (``hidden_states[layer_idx]``, before ``post_layernorm``) without the CLS token.
 
         Only the layers up to that hidden state run; the last layer's output is never used.
         """
-        clip = self._clip()
+        clip = self.img_processor
         weight = clip.embeddings.patch_embedding.weight
         hidden = clip.embeddings(pixel_values.to(weight.dtype))
         hidden = clip.pre_layrnorm(hidden)
         for layer in clip.encoder.layers[: self.layers_used]:
-            out = layer(hidden, None)
-            hidden = out[0] if isinstance(out, tuple) else out
+            hidden = layer(hidden, None)
         return hidden[:, 1:]
 
     def _assemble(self, crops: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -131,13 +126,21 @@ class Phi3VEmbeddingModel(nn.Module):
 
     ``language_model`` is transformers' ``Phi3Model`` (``model.embed_tokens|layers|norm`` in
     the checkpoint); ``image_embed`` is :class:`Phi3VImageEmbedding`
-    (``model.vision_embed_tokens``). The embedding table is shared, as in the original.
+    (``model.vision_embed_tokens``). The token table lives in ``language_model`` only; the
+    original's image embedding held a second reference to it (``wte``).
     """
 
     def __init__(self, config: Phi3VConfig, attn_implementation: str = "sdpa") -> None:
         super().__init__()
+        import transformers
         from transformers import Phi3Config, Phi3Model
 
+        if int(transformers.__version__.split(".")[0]) < 5:
+            # rope_parameters and the flattened CLIPVisionModel are transformers 5's.
+            raise ModelError(
+                f"Phi-3.5-V needs transformers 5 or newer (installed: {transformers.__version__});"
+                ' pip install -U "transformers>=5"'
+            )
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ModelError(
                 f"unknown attn_implementation {attn_implementation!r}; choose one of: "
@@ -163,7 +166,7 @@ class Phi3VEmbeddingModel(nn.Module):
 
         lm = self.language_model
         lm.rotary_emb = Phi3RotaryEmbedding(config=lm.config).to(device)
-        embeddings = self.image_embed._clip().embeddings
+        embeddings = self.image_embed.img_processor.embeddings
         positions = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
         embeddings.register_buffer("position_ids", positions, persistent=False)
 

@@ -52,9 +52,8 @@ _SHOWN = 4
 def checkpoint_key(module_key: str) -> str:
     """The checkpoint's name for a parameter of :class:`Phi3VEmbeddingModel`."""
     if module_key.startswith(_CLIP):
-        rest = module_key[len(_CLIP) :]
-        # transformers 4 keeps CLIPVisionModel's ``vision_model.`` level, 5 drops it.
-        return _CKPT_CLIP + rest.removeprefix("vision_model.")
+        # transformers 5's CLIPVisionModel has no ``vision_model.`` level; the checkpoint has.
+        return _CKPT_CLIP + module_key[len(_CLIP) :]
     if module_key.startswith(_IMAGE):
         return _CKPT_IMAGE + module_key[len(_IMAGE) :]
     if module_key.startswith(_LM):
