@@ -150,8 +150,9 @@ def test_clip_features_are_the_hidden_state_before_the_last_layer(model) -> None
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("length", [100, 5000, 100])
-def test_rope_is_phi3_longrope(model, length: int) -> None:
+# 100 again after 5000: the switch from long back to short factors must happen too.
+@pytest.mark.parametrize(("length", "_order"), [(100, "first"), (5000, "long"), (100, "again")])
+def test_rope_is_phi3_longrope(model, length: int, _order: str) -> None:
     """cos/sin equal the original's su scaling: short factors up to 4096 positions, long ones
     beyond, times sqrt(1 + ln(131072 / 4096) / ln(4096)) always; the switch goes both ways."""
     import json
@@ -289,7 +290,8 @@ def test_an_attention_implementation_that_cannot_run_fails_in_one_line() -> None
     for name in ("flash_attention_2", "fast"):
         with pytest.raises(ModelError) as err:
             load_model(PARITY, vision_config=TINY_VISION, attn_implementation=name)
-        assert "\n" not in str(err.value) and "attn_implementation" in str(err.value)
+        assert "\n" not in str(err.value)
+        assert "attn_implementation" in str(err.value)
 
 
 def test_bfloat16_runs_the_same_path_close_to_float32(processor, prepared) -> None:

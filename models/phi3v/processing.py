@@ -36,7 +36,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_NUM_CROPS = 4  # MMEB's evaluation setting (the original's argument default is 16)
 IMAGE_TAG = "<|image_1|>"
 _TAG_PATTERN = re.compile(r"<\|image_\d+\|>")
-_GRID = int(math.isqrt(TOKENS_PER_CROP))  # 12 merged tokens per crop row
+_GRID = math.isqrt(TOKENS_PER_CROP)  # 12 merged tokens per crop row
 
 
 def hd_scale(width: int, height: int, num_crops: int) -> int:
