@@ -38,16 +38,16 @@ class Table:
     footnotes: list[str]
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def pct(value: Any) -> str:
-    return "-" if _missing(value) else f"{100 * float(value):.1f}"
+    return "-" if is_missing(value) else f"{100 * float(value):.1f}"
 
 
 def signed(value: Any) -> str:
-    return "-" if _missing(value) else f"{100 * float(value):+.1f}"
+    return "-" if is_missing(value) else f"{100 * float(value):+.1f}"
 
 
 def _p(value: float) -> str:
@@ -93,17 +93,17 @@ def build_table(comparison: Comparison, *, details: bool = False) -> Table:
         for label in comparison.published:
             cell = group.loc[label]
             text = pct(cell.value)
-            if first.row_type != "dataset" and cell.note and not _missing(cell.value):
+            if first.row_type != "dataset" and cell.note and not is_missing(cell.value):
                 text += NOTE
                 notes.append(f"{NOTE} {label}, {row_name}: {cell.note}")
-            out.append(Cell(text, None if _missing(cell.value) else float(cell.value)))
+            out.append(Cell(text, None if is_missing(cell.value) else float(cell.value)))
         if details:
             if first.row_type == "dataset":
                 c = group.loc[ref].chance
-                out.append(Cell(pct(c), None if _missing(c) else float(c)))
+                out.append(Cell(pct(c), None if is_missing(c) else float(c)))
                 q = group.loc[ref].queries
-                out.append(Cell("-" if _missing(q) else str(int(q)),
-                                None if _missing(q) else float(q)))
+                out.append(Cell("-" if is_missing(q) else str(int(q)),
+                                None if is_missing(q) else float(q)))
             else:
                 out.extend([Cell(""), Cell("")])
         (body if first.row_type == "dataset" else aggregates).append(out)
@@ -112,10 +112,10 @@ def build_table(comparison: Comparison, *, details: bool = False) -> Table:
 
 
 def _score_cell(cell: Any) -> Cell:
-    if _missing(cell.value):
+    if is_missing(cell.value):
         return Cell("-")
     text = pct(cell.value)
-    if not _missing(cell.lo):
+    if not is_missing(cell.lo):
         text += f" [{pct(cell.lo)}, {pct(cell.hi)}]"
     if bool(cell.partial):
         text += PARTIAL
@@ -123,11 +123,11 @@ def _score_cell(cell: Any) -> Cell:
 
 
 def _delta_cell(cell: Any) -> Cell:
-    if _missing(cell.delta):
+    if is_missing(cell.delta):
         return Cell("-")
     text = signed(cell.delta)
     significant = None
-    if not _missing(cell.p_value):
+    if not is_missing(cell.p_value):
         significant = bool(cell.significant)
         text += f" ({_p(float(cell.p_value))})" if significant else (
             f" (ns, {_p(float(cell.p_value))})")
@@ -186,7 +186,7 @@ def to_csv(comparisons: Sequence[Comparison]) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if _missing(value):
+    if is_missing(value):
         return None
     if hasattr(value, "item"):
         return value.item()

@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 from mmeb.leaderboard.compare import Comparison
 
+from mmeb.errors import MMEBError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MMEBError("the leaderboard's plots need matplotlib: "
+                        "pip install 'mmeb[leaderboard]'") from None
 
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)

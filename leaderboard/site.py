@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmeb.leaderboard.compare import Comparison
-from mmeb.leaderboard.formats import Cell, Table, build_table, html_table, pct, to_csv, to_json
+from mmeb.leaderboard.formats import (
+    Cell,
+    Table,
+    build_table,
+    html_table,
+    is_missing,
+    pct,
+    to_csv,
+    to_json,
+)
 from mmeb.leaderboard.load import ModelResults
 from mmeb.leaderboard.taskinfo import SUITE_TITLES
 
@@ -93,7 +102,7 @@ def leaderboard_table(comparison: Comparison) -> Table:
         for group in groups:
             cell = mine.loc[group]
             text = pct(cell.value)
-            if text != "-" and cell.lo == cell.lo and cell.lo is not None:
+            if text != "-" and not is_missing(cell.lo):
                 text += f" [{pct(cell.lo)}, {pct(cell.hi)}]"
             if bool(cell.partial):
                 text += "†"

@@ -260,3 +260,27 @@ def test_compare_command_formats_and_errors(tmp_path):
     board = runner.invoke(main, ["leaderboard", "--results", str(tmp_path), "--out",
                                  str(tmp_path / "site"), "--resamples", "50"])
     assert board.exit_code == 0 and (tmp_path / "site" / "index.html").exists()
+
+
+def test_compare_run_evaluates_what_is_missing_first(tmp_path):
+    from mmeb_fixtures import colour_classification, colour_t2i
+
+    colour_classification(tmp_path / "data")
+    colour_t2i(tmp_path / "data")
+    results = tmp_path / "results"
+    random_model(results, "other", ["ImageNet-1K", "MSCOCO_t2i"], 0.5, seed=4, rows=12)
+    args = ["compare", "random", "other", "--run", "--results", str(results), "--tasks",
+            "ImageNet-1K,MSCOCO_t2i", "--data-dir", str(tmp_path / "data"), "--model-arg",
+            "dim=8", "--no-progress", "--resamples", "50", "--format", "json"]
+    first = CliRunner().invoke(main, args)
+    # --run goes through the runner: a folder made with other settings is not reused
+    assert first.exit_code == 1 and "was computed with other settings" in first.output
+    args[2:3] = []
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in (results / "random").iterdir()) == [
+        "ImageNet-1K.json", "MSCOCO_t2i.json"]
+    report = json.loads(done.stdout)["comparisons"][0]
+    assert report["models"] == ["random"]
+    again = CliRunner().invoke(main, args)
+    assert "done earlier" in again.output and again.stdout == done.stdout
