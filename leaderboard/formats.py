@@ -159,11 +159,7 @@ def _footnotes(comparison: Comparison) -> list[str]:
 
 
 def _plain_rows(table: Table) -> list[list[str]]:
-    rows = [[c.text for c in r] for r in table.body]
-    if table.aggregates:
-        rows += [["" for _ in table.headers]] if rows else []
-        rows += [[c.text for c in r] for r in table.aggregates]
-    return rows
+    return [[c.text for c in r] for r in (*table.body, *table.aggregates)]
 
 
 def to_markdown(comparisons: Sequence[Comparison], *, details: bool = False) -> str:
