@@ -10,6 +10,8 @@ from mmeb.leaderboard.compare import Comparison, compare
 from mmeb.leaderboard.formats import render
 from mmeb.leaderboard.load import ModelResults, load_models, read_folder, resolve_models
 
+from mmeb.results import safe_name
+
 
 def compare_folders(
     names: Sequence[str], results_dir: Path, *, fmt: str = "markdown", **options: Any
@@ -39,3 +41,16 @@ def build_site(results_dir: Path, out: Path, **options: Any) -> tuple[Path, list
     models = load_models(resolve_models([], results_dir))
     comparisons = compare(models, **options)
     return write_site(comparisons, models, out), comparisons
+
+
+def export_models(names: Sequence[str], results_dir: Path, target: str, out: Path) -> list[Path]:
+    """Write each model's MMEB submission JSON (``out/<model>.json``) or mteb-style folder."""
+    from mmeb.leaderboard.exports import write_mmeb_submission, write_mteb_results
+
+    written = []
+    for model in load_models(resolve_models(names, results_dir)):
+        if target == "mmeb":
+            written.append(write_mmeb_submission(model, out / f"{safe_name(model.name)}.json"))
+        else:
+            written.append(write_mteb_results(model, out))
+    return written

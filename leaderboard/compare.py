@@ -147,7 +147,7 @@ def compare(
                         rows.extend(select_published([name]))
             unique = list({r.name: r for r in rows}.values()) if suite == "eval" else []
             out.append(_compare_suite(suite, by_suite[suite], models, metric, resamples, seed,
-                                      alpha, unique))
+                                      alpha, unique, wanted))
     return out
 
 
@@ -160,8 +160,11 @@ def _compare_suite(
     seed: int,
     alpha: float,
     published: list[PublishedRow],
+    wanted: set[str] | None,
 ) -> Comparison:
-    expected = list(suite_tasks(suite)) or sorted(found.values(), key=lambda t: t.name)
+    # With a task selection, completeness and aggregates are relative to the selection.
+    expected = [t for t in suite_tasks(suite) if wanted is None or t.name in wanted] or sorted(
+        found.values(), key=lambda t: t.name)
     shown = [t for t in expected if t.name in found]
     names = [m.name for m in models]
     measured: dict[str, dict[str, _Measured]] = {m.name: {} for m in models}

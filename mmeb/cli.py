@@ -376,5 +376,22 @@ def leaderboard(results_dir: str, out: str, metric: str, resamples: int, seed: i
     click.echo(f"leaderboard: {index}")
 
 
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Folder holding one result folder per model.")
+@click.option("--to", "target", type=click.Choice(["mmeb", "mteb"]), default="mmeb",
+              show_default=True,
+              help="mmeb: MMEB leaderboard submission JSON per model; mteb: per-task files.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, metavar="DIR")
+@_one_line_errors
+def export(names: tuple[str, ...], results_dir: str, target: str, out: str) -> None:
+    """Export models' results (every model under --results if no NAMES are given)."""
+    from mmeb.leaderboard.commands import export_models
+
+    for path in export_models(names, Path(results_dir), target, Path(out)):
+        click.echo(str(path))
+
+
 if __name__ == "__main__":
     main()

@@ -194,3 +194,13 @@ def test_bad_options_are_clear_errors(tmp_path):
         compare([model], metric="acc")
     with pytest.raises(MMEBError, match="no published row 'Nope'; published rows: CLIP"):
         compare([model], published=["Nope"])
+
+
+def test_a_task_selection_defines_completeness_and_aggregates(tmp_path):
+    full = random_model(tmp_path, "a", SAMPLE, 0.5, seed=1)
+    chosen = [t for t in SAMPLE if META[t] == "retrieval"]
+    (table,) = compare(load(tmp_path, "a"), tasks=chosen, resamples=50)
+    assert table.status["a"].complete and table.status["a"].expected == 6
+    assert table.wide().loc["overall", "a"] == pytest.approx(
+        np.mean([full[t].mean() for t in chosen]))
+    assert set(table.dataset_rows()["row"]) == set(chosen)
