@@ -258,14 +258,15 @@ def test_compare_command_formats_and_errors(tmp_path):
     assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
     assert "no results for model 'zz'" in missing.output
     exported = runner.invoke(main, ["export", "a", "--results", str(tmp_path), "--out",
-                                    str(tmp_path / "sub")])
-    assert exported.exit_code == 0, exported.output
-    name, back = read_mmeb_submission(tmp_path / "sub" / "a.json")
+                                    str(tmp_path.parent / f"{tmp_path.name}-sub")])
+    assert exported.exit_code == 0, exported.output  # written outside the results folder
+    name, back = read_mmeb_submission(tmp_path.parent / f"{tmp_path.name}-sub" / "a.json")
     assert name == "a" and set(back["hit@1"]) == set(SAMPLE[:2])
     mteb = runner.invoke(main, ["export", "--to", "mteb", "--results", str(tmp_path), "--out",
-                                str(tmp_path / "mteb")])
-    assert mteb.exit_code == 0 and read_mteb_results(
-        tmp_path / "mteb" / "b" / "no_revision_available")[0] == "b"
+                                str(tmp_path.parent / f"{tmp_path.name}-mteb")])
+    assert mteb.exit_code == 0, mteb.output
+    assert read_mteb_results(tmp_path.parent / f"{tmp_path.name}-mteb" / "b" /
+                             "no_revision_available")[0] == "b"
     board = runner.invoke(main, ["leaderboard", "--results", str(tmp_path), "--out",
                                  str(tmp_path / "site"), "--resamples", "50"])
     assert board.exit_code == 0 and (tmp_path / "site" / "index.html").exists()
