@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmeb.leaderboard.taskinfo import task_role
 
 from mmeb.metrics import RankCounts, chance_hit1, summarize_metrics
 from mmeb.results import encode_outcomes, write_json_atomic
@@ -28,7 +29,7 @@ def document(model: str, task: str, above: np.ndarray, tied: np.ndarray,
     counts = RankCounts(np.asarray(above), np.asarray(tied), np.asarray(candidates))
     doc = {
         "schema_version": 2, "task": task, "model": model, "meta_task": spec.meta_task,
-        "split": spec.split, "benchmark": spec.benchmark, "main_metric": "hit@1",
+        "split": task_role(spec), "benchmark": spec.benchmark, "main_metric": "hit@1",
         "metrics": summarize_metrics(counts), "chance": chance_hit1(counts),
         "counts": {"rows": int(len(counts.above))},
         "config": {"adapter": {"name": settings.pop("adapter", model),
