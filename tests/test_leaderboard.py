@@ -204,3 +204,23 @@ def test_a_task_selection_defines_completeness_and_aggregates(tmp_path):
     assert table.wide().loc["overall", "a"] == pytest.approx(
         np.mean([full[t].mean() for t in chosen]))
     assert set(table.dataset_rows()["row"]) == set(chosen)
+
+
+def test_result_folders_read_into_one_frame(tmp_path):
+    from mmeb.leaderboard.load import results_frame
+
+    a = random_model(tmp_path, "a", SAMPLE[:3], 0.5, seed=1)
+    random_model(tmp_path, "b", SAMPLE[:2], 0.5, seed=2)
+    frame = results_frame(load(tmp_path))
+    assert len(frame) == 5 and set(frame["model"]) == {"a", "b"}
+    row = frame[(frame["model"] == "a") & (frame["task"] == SAMPLE[2])].iloc[0]
+    assert row["hit@1"] == pytest.approx(a[SAMPLE[2]].mean())
+    assert row["meta_task"] == META[SAMPLE[2]] and row["role"] == "IND"
+    assert row["suite"] == "sample" and bool(row["has_outcomes"]) and row["rows"] == 60
+
+
+def test_the_cli_metric_choices_are_the_metrics():
+    from mmeb.cli import METRICS
+    from mmeb.metrics import METRIC_NAMES
+
+    assert METRICS == METRIC_NAMES
