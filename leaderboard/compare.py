@@ -151,6 +151,13 @@ def compare(
     return out
 
 
+@dataclass
+class _Draws:
+    resamples: int
+    seed: int
+    alpha: float
+
+
 def _compare_suite(
     suite: str,
     found: dict[str, TaskInfo],
@@ -166,91 +173,115 @@ def _compare_suite(
     expected = [t for t in suite_tasks(suite) if wanted is None or t.name in wanted] or sorted(
         found.values(), key=lambda t: t.name)
     shown = [t for t in expected if t.name in found]
-    names = [m.name for m in models]
     measured: dict[str, dict[str, _Measured]] = {m.name: {} for m in models}
     for model in models:
         for info in shown:
             if info.name in model.documents:
                 measured[model.name][info.name] = _measure(model, info.name, metric)
     _draw(shown, measured, resamples, seed)
-
-    reference = names[0]
-    cells: list[dict[str, Any]] = []
-    nulls: dict[str, dict[str, np.ndarray]] = {n: {} for n in names[1:]}
+    builder = _SuiteCells(suite, metric, measured, published, _Draws(resamples, seed, alpha))
     for info in shown:
-        flips_cache: dict[int, np.ndarray] = {}
-        base = {"suite": suite, "row": info.name, "row_type": "dataset",
-                "meta_task": info.meta_task, "role": info.role, "n_datasets": 1,
-                "n_expected": 1, "partial": False}
-        ref = measured[reference].get(info.name)
-        for name in names:
-            mine = measured[name].get(info.name)
-            cell = {**base, "column": name, "kind": "measured"}
-            if mine is not None:
-                cell.update(value=mine.value, queries=mine.queries, chance=mine.chance,
-                            **_interval(mine.draws, alpha))
-                if name != reference and ref is not None:
-                    cell.update(delta=mine.value - ref.value)
-                    if _paired(ref, mine):
-                        assert mine.per_query is not None and ref.per_query is not None
-                        rows = len(mine.per_query)
-                        if rows not in flips_cache:
-                            flips_cache[rows] = sign_flips(rows, resamples, seed, info.name)
-                        null = sign_flip_null(mine.per_query - ref.per_query, flips_cache[rows])
-                        nulls[name][info.name] = null
-                        cell.update(_delta_fields(mine, ref, null, alpha))
-            cells.append(cell)
-        for row in published:
-            value = row.dataset_score(info.name, metric)
-            cells.append({**base, "column": row.label, "kind": "published", "value": value,
-                          "note": row.source if value is not None else ""})
-
-    status = {n: _status(n, measured[n], expected) for n in names}
+        builder.dataset(info)
     for group, kind in aggregate_groups():
-        members = [t.name for t in expected if in_group(t, group, kind)]
-        if not members:
-            continue
-        base = {"suite": suite, "row": group, "row_type": kind, "meta_task": "",
-                "role": group if kind == "role" else "", "n_expected": len(members)}
-        ref_have = [t for t in members if t in measured[reference]]
-        if not any(t in measured[n] for n in names for t in members) and not any(
-                row.aggregate(group, metric)[0] is not None for row in published):
-            continue  # nobody has a number for it: no empty row
-        for name in names:
-            have = [t for t in members if t in measured[name]]
-            cell = {**base, "column": name, "kind": "measured", "n_datasets": len(have),
-                    "partial": len(have) < len(members)}
-            if have:
-                parts = [measured[name][t] for t in have]
-                value = float(np.mean([p.value for p in parts]))
-                draws = _mean_draws(parts)
-                cell.update(value=value, **_interval(draws, alpha))
-                if name != reference and have == ref_have:
-                    refs = [measured[reference][t] for t in have]
-                    cell.update(delta=value - float(np.mean([r.value for r in refs])))
-                    if all(t in nulls[name] for t in have):
-                        ref_draws = _mean_draws(refs)
-                        assert draws is not None and ref_draws is not None
-                        null = np.mean([nulls[name][t] for t in have], axis=0)
-                        lo, hi = percentile_interval(draws - ref_draws, alpha)
-                        p = two_sided_p(cell["delta"], null)
-                        cell.update(delta_lo=lo, delta_hi=hi, p_value=p, significant=p < alpha)
-            cells.append(cell)
-        for row in published:
-            value, note = row.aggregate(group, metric)
-            cells.append({**base, "column": row.label, "kind": "published", "value": value,
-                          "n_datasets": len(members) if value is not None else 0,
-                          "partial": False, "note": note})
+        builder.aggregate(group, kind, [t.name for t in expected if in_group(t, group, kind)])
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
+    frame = pd.DataFrame.from_records(builder.cells, columns=CELL_COLUMNS)
     frame["partial"] = frame["partial"].fillna(False).astype(bool)
-    notes = _notes(status)
+    names = list(measured)
+    status = {n: _status(n, measured[n], expected) for n in names}
     settings = {"metric": metric, "resamples": resamples, "seed": seed, "alpha": alpha,
                 "interval": f"{100 * (1 - alpha):g}% percentile bootstrap over queries",
                 "test": "paired sign-flip permutation test on per-query outcomes"}
     return Comparison(suite, metric, names, [r.label for r in published], frame, status,
-                      settings, notes)
+                      settings, _notes(status))
+
+
+class _SuiteCells:
+    """Builds the cell records of one suite: datasets first (which also yields each pair's
+    per-dataset null distributions), then the aggregates that reuse them."""
+
+    def __init__(self, suite: str, metric: str, measured: dict[str, dict[str, _Measured]],
+                 published: list[PublishedRow], draws: _Draws) -> None:
+        self.suite, self.metric, self.measured = suite, metric, measured
+        self.published, self.draws = published, draws
+        self.names = list(measured)
+        self.reference = self.names[0]
+        self.nulls: dict[str, dict[str, np.ndarray]] = {n: {} for n in self.names[1:]}
+        self.cells: list[dict[str, Any]] = []
+
+    def dataset(self, info: TaskInfo) -> None:
+        base = {"suite": self.suite, "row": info.name, "row_type": "dataset",
+                "meta_task": info.meta_task, "role": info.role, "n_datasets": 1,
+                "n_expected": 1, "partial": False}
+        ref = self.measured[self.reference].get(info.name)
+        flips: dict[int, np.ndarray] = {}  # one draw per query count, shared by all pairs
+        for name in self.names:
+            mine = self.measured[name].get(info.name)
+            cell = {**base, "column": name, "kind": "measured"}
+            if mine is not None:
+                cell.update(value=mine.value, queries=mine.queries, chance=mine.chance,
+                            **_interval(mine.draws, self.draws.alpha))
+                if name != self.reference and ref is not None:
+                    cell.update(delta=mine.value - ref.value)
+                    if _paired(ref, mine):
+                        assert mine.per_query is not None and ref.per_query is not None
+                        rows = len(mine.per_query)
+                        if rows not in flips:
+                            flips[rows] = sign_flips(rows, self.draws.resamples,
+                                                     self.draws.seed, info.name)
+                        null = sign_flip_null(mine.per_query - ref.per_query, flips[rows])
+                        self.nulls[name][info.name] = null
+                        cell.update(_delta_fields(mine, ref, null, self.draws.alpha))
+            self.cells.append(cell)
+        for row in self.published:
+            value = row.dataset_score(info.name, self.metric)
+            self.cells.append({**base, "column": row.label, "kind": "published",
+                               "value": value, "note": row.source if value is not None else ""})
+
+    def aggregate(self, group: str, kind: str, members: list[str]) -> None:
+        if not members:
+            return
+        has_any = any(t in self.measured[n] for n in self.names for t in members)
+        if not has_any and all(r.aggregate(group, self.metric)[0] is None
+                               for r in self.published):
+            return  # nobody has a number for it: no empty row
+        base = {"suite": self.suite, "row": group, "row_type": kind, "meta_task": "",
+                "role": group if kind == "role" else "", "n_expected": len(members)}
+        ref_have = [t for t in members if t in self.measured[self.reference]]
+        for name in self.names:
+            have = [t for t in members if t in self.measured[name]]
+            cell = {**base, "column": name, "kind": "measured", "n_datasets": len(have),
+                    "partial": len(have) < len(members)}
+            if have:
+                cell.update(self._aggregate_values(name, have, ref_have))
+            self.cells.append(cell)
+        for row in self.published:
+            value, note = row.aggregate(group, self.metric)
+            self.cells.append({**base, "column": row.label, "kind": "published",
+                               "value": value, "partial": False, "note": note,
+                               "n_datasets": len(members) if value is not None else 0})
+
+    def _aggregate_values(self, name: str, have: list[str], ref_have: list[str]
+                          ) -> dict[str, Any]:
+        alpha = self.draws.alpha
+        parts = [self.measured[name][t] for t in have]
+        value = float(np.mean([p.value for p in parts]))
+        draws = _mean_draws(parts)
+        out: dict[str, Any] = {"value": value, **_interval(draws, alpha)}
+        # A difference only between aggregates over the same datasets.
+        if name == self.reference or have != ref_have:
+            return out
+        refs = [self.measured[self.reference][t] for t in have]
+        out["delta"] = value - float(np.mean([r.value for r in refs]))
+        ref_draws = _mean_draws(refs)
+        if all(t in self.nulls[name] for t in have) and draws is not None and (
+                ref_draws is not None):
+            null = np.mean([self.nulls[name][t] for t in have], axis=0)
+            lo, hi = percentile_interval(draws - ref_draws, alpha)
+            p = two_sided_p(out["delta"], null)
+            out.update(delta_lo=lo, delta_hi=hi, p_value=p, significant=p < alpha)
+        return out
 
 
 def _measure(model: ModelResults, task: str, metric: str) -> _Measured:
