@@ -13,6 +13,8 @@ from pathlib import Path
 
 from mmeb.leaderboard.compare import Comparison
 from mmeb.leaderboard.formats import (
+    NOTE,
+    PARTIAL,
     Cell,
     Table,
     build_table,
@@ -91,6 +93,7 @@ def leaderboard_table(comparison: Comparison) -> Table:
     groups = list(dict.fromkeys(rows["row"]))
     headers = ["model", "kind", "datasets", *groups]
     body = []
+    notes: list[str] = []
     for column in comparison.columns:
         mine = rows[rows["column"] == column].set_index("row")
         if column in comparison.status:
@@ -104,13 +107,17 @@ def leaderboard_table(comparison: Comparison) -> Table:
             text = pct(cell.value)
             if text != "-" and not is_missing(cell.lo):
                 text += f" [{pct(cell.lo)}, {pct(cell.hi)}]"
-            if bool(cell.partial):
-                text += "†"
+            if text != "-" and bool(cell.partial):
+                text += PARTIAL
+            if text != "-" and kind == "published" and cell.note:
+                text += NOTE
+                notes.append(f"{NOTE} {column}, {group}: {cell.note}")
             value = None if text == "-" else float(cell.value)
             cells.append(Cell(text, value))
         body.append(cells)
-    footnotes = [f"Sorted by a click on a header. † over fewer datasets than the aggregate "
-                 f"is defined on. Intervals: {comparison.settings['interval']}."]
+    footnotes = [f"Sorted by a click on a header. {PARTIAL} over fewer datasets than the "
+                 f"aggregate is defined on. Intervals: {comparison.settings['interval']}.",
+                 *notes]
     return Table(f"{SUITE_TITLES.get(comparison.suite, comparison.suite)}: leaderboard "
                  f"({comparison.metric}, %)", headers, body, [], footnotes)
 
