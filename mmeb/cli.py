@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from mmeb.errors import MMEBError
-from mmeb.tasks import META_TASKS, select_tasks
+from mmeb.tasks import META_TASKS, TaskSpec, select_tasks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,25 +119,40 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
       mmeb run --model clip --split eval --data-dir ~/data/MMEB-eval
       mmeb run --model my_encoders.py:build --tasks ImageNet-1K,CIRR --limit 100
     """
+    from mmeb.leaderboard.commands import summary_of_documents
+
+    selected = select_tasks(split, _task_names(tasks), meta_task)
+    model_id, results = _evaluate(
+        model, selected, checkpoint=checkpoint, model_args=model_args, device=device,
+        dtype=dtype, batch_size=batch_size, limit=limit, data_dir=data_dir,
+        image_dir=image_dir, output_dir=output_dir, overwrite=overwrite, name=name,
+        no_progress=no_progress,
+    )
+    click.echo(summary_of_documents(model_id, results))
+
+
+def _evaluate(model: str, selected: Sequence[TaskSpec], *, checkpoint: str | None,
+              model_args: tuple[str, ...], output_dir: str, no_progress: bool,
+              name: str | None = None, overwrite: bool = False,
+              **options: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Run (or resume) one model over ``selected``; returns its folder name and results."""
     from mmeb.registry import load_model, parse_model_args
     from mmeb.runner import RunConfig
     from mmeb.runner import run as run_tasks
 
-    selected = select_tasks(split, _task_names(tasks), meta_task)
     args = parse_model_args(model_args)
     config = RunConfig(
-        model=model, checkpoint=checkpoint, model_args=args, device=device, dtype=dtype,
-        batch_size=batch_size, limit=limit, data_dir=data_dir, image_dir=image_dir,
-        output_dir=Path(output_dir), overwrite=overwrite, name=name,
-        progress=not no_progress and sys.stderr.isatty(),
+        model=model, checkpoint=checkpoint, model_args=args, output_dir=Path(output_dir),
+        overwrite=overwrite, name=name, progress=not no_progress and sys.stderr.isatty(),
+        **options,
     )
     outcome = run_tasks(
         config, selected,
-        load_encoder=lambda: load_model(model, checkpoint=checkpoint, device=device,
-                                        dtype=dtype, model_args=args),
+        load_encoder=lambda: load_model(model, checkpoint=checkpoint, device=config.device,
+                                        dtype=config.dtype, model_args=args),
         echo=lambda msg: click.echo(msg, err=True),
     )
-    click.echo(outcome.table())
+    return config.model_id, outcome.results
 
 
 @main.command()
@@ -226,15 +241,163 @@ def sample(out: str | None, scale: str, seed: int) -> None:
     click.echo(f"sample suite: {root}")
 
 
+FORMATS = ("markdown", "csv", "json", "html", "latex")
+METRICS = ("hit@1", "hit@5", "hit@10", "mrr", "ndcg@5", "ndcg@10")
+
+
+def _stats_options(func: F) -> F:
+    """Options shared by summary, compare and leaderboard: what is measured and how surely."""
+    for option in reversed((
+        click.option("--metric", type=click.Choice(METRICS), default="hit@1", show_default=True,
+                     help="Metric to tabulate (hit@1 is the paper's Precision@1)."),
+        click.option("--resamples", type=click.IntRange(min=10), default=1000,
+                     show_default=True,
+                     help="Bootstrap resamples and permutations (over queries)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the bootstrap and the permutation test."),
+        click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.05, show_default=True,
+                     help="1 - interval coverage, and the significance level of the test."),
+    )):
+        func = option(func)
+    return func
+
+
+def _published_options(func: F) -> F:
+    func = click.option("--no-published", is_flag=True,
+                        help="Do not add the published row of a measured model.")(func)
+    return click.option(
+        "--published", multiple=True, metavar="NAME|all|FILE.json",
+        help="Add a published row (paper or official score file) by name, all of them, or an "
+             "MMEB leaderboard score file; repeatable.")(func)
+
+
+def _write_or_echo(text: str, out: str | None) -> None:
+    if out is None:
+        click.echo(text)
+        return
+    try:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise MMEBError(f"cannot write {out} ({exc.strerror or exc}); choose another --out"
+                        ) from None
+    click.echo(f"wrote {out}", err=True)
+
+
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown",
+              show_default=True)
+@_stats_options
 @_one_line_errors
-def summary(folder: str) -> None:
+def summary(folder: str, fmt: str, metric: str, resamples: int, seed: int,
+            alpha: float) -> None:
     """Print the summary table of one model's result folder (OUTPUT_DIR/<model>)."""
-    from mmeb.results import format_summary, load_results, summarize
+    from mmeb.leaderboard.commands import summary_of_folder
 
-    results = load_results(Path(folder))
-    click.echo(format_summary(summarize(results), results))
+    click.echo(summary_of_folder(Path(folder), fmt=fmt, metric=metric, resamples=resamples,
+                                 seed=seed, alpha=alpha))
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Folder holding one result folder per model.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown",
+              show_default=True)
+@click.option("--out", default=None, metavar="FILE", help="Write the table to FILE.")
+@_stats_options
+@_published_options
+@click.option("--run", "run_missing", is_flag=True,
+              help="Evaluate each NAME (a --model spec) first; finished tasks are reused.")
+@split_option
+@tasks_option
+@meta_option
+@click.option("--checkpoint", default=None, metavar="ID_OR_DIR", help="With --run: as in run.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="With --run: adapter option for every NAME, as in run.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="With --run: as in run.")
+@click.option("--image-dir", type=click.Path(file_okay=False), default=None,
+              help="With --run: as in run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="With --run: as in run.")
+@click.option("--device", default=None, help="With --run: as in run.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="With --run: as in run.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --run: as in run.")
+@click.option("--no-progress", is_flag=True, help="With --run: hide progress bars.")
+@_one_line_errors
+def compare(names: tuple[str, ...], results_dir: str, fmt: str, out: str | None, metric: str,
+            resamples: int, seed: int, alpha: float, published: tuple[str, ...],
+            no_published: bool, run_missing: bool, split: str | None, tasks: str | None,
+            meta_task: str | None, checkpoint: str | None, model_args: tuple[str, ...],
+            data_dir: str | None, image_dir: str | None, batch_size: int, device: str | None,
+            dtype: str | None, limit: int | None, no_progress: bool) -> None:
+    """Compare models side by side: per dataset and aggregate, with 95% intervals, paired
+    tests against the first model and the published numbers.
+
+    \b
+    Examples:
+      mmeb compare                          # every model under ./results
+      mmeb compare clip openclip --format latex
+      mmeb compare random clip --run --split sample
+    """
+    from mmeb.leaderboard.commands import compare_folders
+
+    selection = None
+    if split or tasks or meta_task:
+        selection = [t.name for t in select_tasks(split, _task_names(tasks), meta_task)]
+    folders = list(names)
+    if run_missing:
+        if not names:
+            raise MMEBError("--run needs the models to evaluate: mmeb compare A B --run")
+        selected = select_tasks(split, _task_names(tasks), meta_task)
+        folders = [_evaluate(name, selected, checkpoint=checkpoint, model_args=model_args,
+                             output_dir=results_dir, no_progress=no_progress,
+                             device=device, dtype=dtype, batch_size=batch_size, limit=limit,
+                             data_dir=data_dir, image_dir=image_dir)[0] for name in names]
+    text = compare_folders(folders, Path(results_dir), fmt=fmt, metric=metric,
+                           resamples=resamples, seed=seed, alpha=alpha, published=published,
+                           auto_published=not no_published, tasks=selection)
+    _write_or_echo(text, out)
+
+
+@main.command()
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Folder holding one result folder per model.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, metavar="SITE",
+              help="Folder for index.html, its plots, data and exports.")
+@_stats_options
+@_published_options
+@_one_line_errors
+def leaderboard(results_dir: str, out: str, metric: str, resamples: int, seed: int,
+                alpha: float, published: tuple[str, ...], no_published: bool) -> None:
+    """Write a static HTML leaderboard (works offline): sortable tables, published rows,
+    plots, and each model's MMEB submission JSON and mteb-style files."""
+    from mmeb.leaderboard.commands import build_site
+
+    index, _ = build_site(Path(results_dir), Path(out), metric=metric, resamples=resamples,
+                          seed=seed, alpha=alpha, published=published,
+                          auto_published=not no_published)
+    click.echo(f"leaderboard: {index}")
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Folder holding one result folder per model.")
+@click.option("--to", "target", type=click.Choice(["mmeb", "mteb"]), default="mmeb",
+              show_default=True,
+              help="mmeb: MMEB leaderboard submission JSON per model; mteb: per-task files.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, metavar="DIR")
+@_one_line_errors
+def export(names: tuple[str, ...], results_dir: str, target: str, out: str) -> None:
+    """Export models' results (every model under --results if no NAMES are given)."""
+    from mmeb.leaderboard.commands import export_models
+
+    for path in export_models(names, Path(results_dir), target, Path(out)):
+        click.echo(str(path))
 
 
 if __name__ == "__main__":

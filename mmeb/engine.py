@@ -17,6 +17,7 @@ from mmeb.items import Item, Side
 from mmeb.metrics import (
     MAIN_METRIC,
     TIE_ATOL,
+    RankCounts,
     chance_hit1,
     l2_normalize,
     near_chance,
@@ -42,6 +43,7 @@ class Evaluation:
     warnings: list[str] = field(default_factory=list)  # doubts about the score itself
     notes: list[str] = field(default_factory=list)  # how the data differs from the reference
     dataset: dict[str, Any] = field(default_factory=dict)  # DataSource.describe() of the rows
+    outcomes: RankCounts | None = None  # per query, in data row order
 
     @property
     def main_score(self) -> float:
@@ -152,6 +154,7 @@ def evaluate_inputs(
             **inputs.stats,
         },
         timings=timings,
+        outcomes=counts,
     )
     result.notes.extend(_data_notes(inputs, int(per_row.max())))
     if near_chance(metrics[MAIN_METRIC], chance, inputs.num_rows):

@@ -110,6 +110,13 @@ def per_query_metrics(counts: RankCounts) -> dict[str, np.ndarray]:
     return out
 
 
+def reciprocal_rank_at(counts: RankCounts, k: int) -> np.ndarray:
+    """Per-query expected reciprocal rank, zero beyond rank ``k`` (MRR@k as leaderboards cut it)."""
+    ranks = np.arange(1, k + 1, dtype=np.float64)
+    recip = np.concatenate([[0.0], np.cumsum(1.0 / ranks)])
+    return _expected_prefix(recip, counts, k)
+
+
 def summarize_metrics(counts: RankCounts) -> dict[str, float]:
     return {name: float(values.mean()) for name, values in per_query_metrics(counts).items()}
 

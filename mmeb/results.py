@@ -18,14 +18,21 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
 from mmeb.taskspec import META_TASKS
 
-#: 2: the IND/OOD role is stored as "role" (schema 1 called it "split"; both are read).
+if TYPE_CHECKING:
+    from mmeb.metrics import RankCounts
+
+#: 2: per-query outcomes, and the IND/OOD role stored as "role". Version 1 files (role called
+#: "split", no outcomes) still load.
 SCHEMA_VERSION = 2
+#: How per-query outcome arrays are stored: little-endian int32, zlib-compressed, base64 text.
+OUTCOMES_FORMAT = "int32-le+zlib+base64"
+_OUTCOME_FIELDS = ("above", "tied", "candidates")
 
 
 def result_role(document: dict[str, Any]) -> str | None:
@@ -73,6 +80,66 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def encode_outcomes(counts: RankCounts) -> dict[str, Any]:
+    """Each query's rank outcome, in data row order, as compact text (no pickle, no numpy file).
+
+    ``above`` and ``tied`` are the distinct candidates above and tied with the gold, so every
+    metric can be recomputed and two models compared query by query later.
+    """
+    import base64
+    import zlib
+
+    import numpy as np
+
+    def pack(values: np.ndarray) -> str:
+        raw = np.ascontiguousarray(values, dtype="<i4").tobytes()
+        return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+
+    arrays = (counts.above, counts.tied, counts.num_candidates)
+    return {"format": OUTCOMES_FORMAT, "rows": len(counts.above),
+            **{name: pack(values) for name, values in zip(_OUTCOME_FIELDS, arrays, strict=True)}}
+
+
+def decode_outcomes(document: dict[str, Any], path: Path | str = "result") -> RankCounts | None:
+    """The per-query outcomes of a result document; None for files written without them."""
+    import base64
+    import binascii
+    import zlib
+
+    import numpy as np
+
+    from mmeb.metrics import RankCounts
+
+    stored = document.get("outcomes")
+    if stored is None:
+        return None
+    fix = "rerun the task with --overwrite"
+    if not isinstance(stored, dict) or stored.get("format") != OUTCOMES_FORMAT:
+        found = stored.get("format") if isinstance(stored, dict) else type(stored).__name__
+        raise ResultsError(f"{path}: outcomes in unknown format {found!r}; {fix}")
+    rows = stored.get("rows")
+    if not isinstance(rows, int) or rows < 0:
+        raise ResultsError(f"{path}: outcomes have no valid row count; {fix}")
+    arrays = []
+    for name in _OUTCOME_FIELDS:
+        try:
+            # Bounded decompression: a corrupt or hostile file cannot inflate past rows * 4.
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(base64.b64decode(stored[name], validate=True), rows * 4 + 1)
+        except (KeyError, TypeError, ValueError, binascii.Error, zlib.error):
+            raise ResultsError(f"{path}: outcomes field {name!r} is missing or corrupt; {fix}"
+                               ) from None
+        if len(raw) != rows * 4 or inflater.unconsumed_tail:
+            raise ResultsError(f"{path}: outcomes field {name!r} does not hold {rows} values; "
+                               f"{fix}")
+        arrays.append(np.frombuffer(raw, dtype="<i4").astype(np.int64))
+    above, tied, candidates = arrays
+    if (above < 0).any() or (tied < 0).any() or (above + tied + 1 > candidates).any():
+        raise ResultsError(f"{path}: outcomes are inconsistent (more ranks than candidates); "
+                           f"{fix}")
+    return RankCounts(above, tied, candidates)
 
 
 def read_result(path: Path) -> dict[str, Any]:

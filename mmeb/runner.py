@@ -20,6 +20,7 @@ from mmeb.metrics import MAIN_METRIC
 from mmeb.results import (
     SCHEMA_VERSION,
     Summary,
+    encode_outcomes,
     format_summary,
     package_versions,
     read_result,
@@ -125,6 +126,8 @@ def build_document(
         "versions": package_versions(),
         "timings": evaluation.timings,
         "date": utc_now(),
+        **({"outcomes": encode_outcomes(evaluation.outcomes)}
+           if evaluation.outcomes is not None else {}),
     }
 
 

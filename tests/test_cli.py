@@ -41,7 +41,9 @@ def test_run_writes_one_result_per_task_and_prints_the_summary(data_dir, tmp_pat
     result = invoke(*run_args(data_dir, out, "--model", "random", "--model-arg", "dim=16"))
     assert result.exit_code == 0, result.output
     assert "hit@1 (%)" in result.output
-    assert "overall (2 tasks)" in result.output
+    assert "| overall (36)" in result.output
+    assert "random (incomplete: 2/36)" in result.output
+    assert "[0.0, 50.0]" in result.output
     assert "warning: ImageNet-1K: hit@1 0.250 is at chance level (0.125)" in result.output
     files = sorted(p.name for p in (out / "random").glob("*.json"))
     assert files == ["ImageNet-1K.json", "MSCOCO_t2i.json"]

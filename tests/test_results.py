@@ -65,3 +65,50 @@ def test_corrupt_result_file_is_a_clear_error(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ResultsError, match=r"cannot read result .*x.json.*--overwrite"):
         read_result(path)
+
+
+def test_per_query_outcomes_round_trip_and_reproduce_the_metrics(tmp_path):
+    import numpy as np
+    from mmeb_fixtures import colour_classification
+
+    import mmeb
+    from mmeb.metrics import RankCounts, summarize_metrics
+    from mmeb.random_encoder import RandomEncoder
+    from mmeb.results import decode_outcomes, encode_outcomes
+
+    colour_classification(tmp_path / "data")
+    outcome = mmeb.evaluate(RandomEncoder(dim=4), tasks=["ImageNet-1K"], progress=False,
+                            output_dir=tmp_path / "r", data_dir=str(tmp_path / "data"))
+    document = read_result(tmp_path / "r" / "random" / "ImageNet-1K.json")
+    assert document["schema_version"] == 2
+    counts = decode_outcomes(document)
+    assert counts is not None
+    assert len(counts.above) == document["counts"]["rows"] == 12
+    assert summarize_metrics(counts) == pytest.approx(outcome.results[0]["metrics"])
+    assert (counts.num_candidates == 8).all()
+
+    big = RankCounts(np.arange(5000) % 997, np.zeros(5000, dtype=np.int64),
+                     np.full(5000, 1000))
+    again = decode_outcomes(json.loads(json.dumps({"outcomes": encode_outcomes(big)})))
+    assert again is not None
+    assert np.array_equal(again.above, big.above)
+    assert np.array_equal(again.tied, big.tied)
+
+
+def test_results_without_outcomes_load_and_broken_outcomes_are_refused(tmp_path):
+    import numpy as np
+
+    from mmeb.metrics import RankCounts
+    from mmeb.results import decode_outcomes, encode_outcomes
+
+    assert decode_outcomes({"task": "x", "metrics": {}}) is None
+    stored = encode_outcomes(RankCounts(np.array([0, 3]), np.array([0, 0]), np.array([4, 4])))
+    with pytest.raises(ResultsError, match=r"x.json: outcomes field 'above' does not hold 3"):
+        decode_outcomes({"outcomes": {**stored, "rows": 3}}, "x.json")
+    with pytest.raises(ResultsError, match="field 'above' is missing or corrupt"):
+        decode_outcomes({"outcomes": {**stored, "above": "!!"}})
+    with pytest.raises(ResultsError, match="unknown format 'pickle'"):
+        decode_outcomes({"outcomes": {**stored, "format": "pickle"}})
+    bad = encode_outcomes(RankCounts(np.array([0, 4]), np.array([0, 0]), np.array([4, 4])))
+    with pytest.raises(ResultsError, match="inconsistent"):
+        decode_outcomes({"outcomes": bad})
