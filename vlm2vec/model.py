@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zlib
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -80,11 +81,16 @@ def merged_module(module: nn.Module) -> nn.Module:
     """A copy with adapters folded into the weights (the module itself without adapters)."""
     import copy
 
-    from peft import PeftModel
-
-    if isinstance(module, PeftModel):
-        return copy.deepcopy(module).merge_and_unload()  # type: ignore[no-any-return]
+    if _is_peft(module):
+        return copy.deepcopy(module).merge_and_unload()  # type: ignore[operator,no-any-return]
     return module
+
+
+def _is_peft(module: nn.Module) -> bool:
+    # peft is imported only by apply_lora; if it is not loaded, nothing here is a PeftModel
+    # (and the seconds its import takes are saved for full fine-tuning).
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(module, peft.PeftModel)
 
 
 # -- the toy model ------------------------------------------------------------------------
@@ -214,10 +220,8 @@ class ToyEmbedder(EmbeddingModel):
 
 def unwrapped(module: nn.Module) -> Any:
     """The user module inside a peft wrapper (or the module itself)."""
-    from peft import PeftModel
-
-    if isinstance(module, PeftModel):
-        return module.get_base_model()
+    if _is_peft(module):
+        return module.get_base_model()  # type: ignore[operator]
     return module
 
 
