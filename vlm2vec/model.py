@@ -122,32 +122,39 @@ def load_image(item: Input, size: int) -> torch.Tensor:
 
 
 class ToyNet(nn.Module):
-    """Bag of hashed tokens + a two-layer conv net, fused by a small MLP."""
+    """Bag of hashed tokens + a two-layer conv net, each normalised, fused by a small MLP."""
 
     def __init__(self, dim: int, vocab: int, channels: int) -> None:
         super().__init__()
         self.tokens = nn.EmbeddingBag(vocab, dim, mode="mean")
         self.text_proj = nn.Linear(dim, dim)
+        self.text_norm = nn.LayerNorm(dim)
         self.conv = nn.Sequential(
             nn.Conv2d(3, channels // 2, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(channels // 2, channels, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.image_proj = nn.Linear(4 * channels, dim)
+            nn.AdaptiveMaxPool2d(1), nn.Flatten())  # small objects anywhere in the picture
+        self.image_proj = nn.Linear(channels, dim)
+        self.image_norm = nn.LayerNorm(dim)
         self.mix = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         self.checkpointing = False
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        text = self.text_proj(self.tokens(batch["token_ids"], batch["offsets"]))
+        text = self.text_norm(self.text_proj(self.tokens(batch["token_ids"], batch["offsets"])))
         images = batch["images"]
         if images.shape[0]:
+            # Per-image standardisation: the sample pictures are small shapes on a plain
+            # background, whose raw pixels barely differ from picture to picture.
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            std = images.std(dim=(1, 2, 3), keepdim=True)
+            images = (images - mean) / (std + 1e-3)
             if self.checkpointing and torch.is_grad_enabled():
                 from torch.utils.checkpoint import checkpoint
 
                 feats = checkpoint(self.conv, images, use_reentrant=False)
             else:
                 feats = self.conv(images)
-            pictures = self.image_proj(feats)
+            pictures = self.image_norm(self.image_proj(feats))
             text = text.index_add(0, batch["image_rows"], pictures.to(text.dtype))
         hidden = nn.functional.gelu(self.mix(text))
         return self.out_proj(hidden) + text  # type: ignore[no-any-return]
@@ -160,8 +167,8 @@ class ToyEmbedder(EmbeddingModel):
     WEIGHTS_FILE = "model.safetensors"
     default_lora_targets = ("text_proj", "image_proj", "mix", "out_proj")
 
-    def __init__(self, dim: int = 64, vocab: int = 4096, image_size: int = 32,
-                 channels: int = 32) -> None:
+    def __init__(self, dim: int = 64, vocab: int = 4096, image_size: int = 48,
+                 channels: int = 16) -> None:
         super().__init__()
         self.options = {"dim": dim, "vocab": vocab, "image_size": image_size,
                         "channels": channels}
@@ -264,3 +271,33 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters the optimizer updates, by name (what a checkpoint stores)."""
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
             if p.requires_grad}
+
+
+class ToyEncoder:
+    """A trained toy folder as an ``mmeb`` encoder:
+    ``mmeb run --model vlm2vec.model:ToyEncoder --checkpoint OUT --split sample``."""
+
+    name = "vlm2vec-toy"
+
+    def __init__(self, checkpoint: str, device: str | None = None, batch_size: int = 64) -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device or "cpu")
+        self.model = ToyEmbedder.load(Path(checkpoint)).to(self.device).eval()
+        self.batch_size = batch_size
+        self.config = {"checkpoint": checkpoint, "input": "raw MMEB string + image",
+                       **self.model.options}
+
+    def encode(self, items: Sequence[Any], *, side: Any, task: Any) -> Any:
+        inputs = []
+        for item in items:
+            if item.pil_image is not None and item.image_path is None:
+                raise ModelError(f"{self.name} reads images from files; {item.origin} has an "
+                                 "in-memory image only")
+            inputs.append(Input(item.raw, item.image_path, item.origin))
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(inputs), self.batch_size):
+                batch = self.model.collate(inputs[i : i + self.batch_size], str(side))
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out.append(self.model.encode(batch).float().cpu())
+        return torch.cat(out).numpy() if out else torch.zeros(0, self.model.options["dim"])
