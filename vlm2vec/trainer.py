@@ -389,6 +389,9 @@ class Trainer:
                 bar.close()
             if writer is not None:
                 writer.close()
+        if not last and metrics.is_file():  # resumed a finished run: nothing left to do
+            lines = metrics.read_text().splitlines()
+            last = json.loads(lines[-1]) if lines else {}
         if self.main:
             self.model.save(self.out)
             summary = {"steps": self.step, "final_loss": last.get("loss"),
