@@ -98,3 +98,25 @@ def test_two_processes_equal_one_with_the_same_global_batch(suite: Path, tmp_pat
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
     assert a[-1][1] != a[0][1]  # it trained
+
+
+def test_the_command_prints_and_saves_the_effective_config(
+    suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vlm2vec.cli import main
+
+    out = tmp_path / "cli"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {suite / 'train'}\nmodel_args: {{dim: 16, vocab: 64, "
+                      "image_size: 16, channels: 8}\nfinetune: full\nmax_steps: 20\n")
+    main(["train", "--config", str(config), "--max_steps", "3", "--global_batch_size", "8",
+          "--output_dir", str(out), "--subsets", "Sample-Words", "--progress", "true"])
+    captured = capsys.readouterr()
+    saved = (out / "config.yaml").read_text()
+    assert f"# effective config (saved to {out / 'config.yaml'})\n{saved}" in captured.out
+    assert "max_steps: 3\n" in saved and "subsets: [Sample-Words]\n" in saved
+    assert "3/3" in captured.err and "samples_s=" in captured.err  # the progress bar
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert set(records[0]) == {"step", "loss", "lr", "grad_norm", "samples_per_s"}
+    assert (out / "model.safetensors").is_file() and (out / "summary.json").is_file()

@@ -389,6 +389,7 @@ class PairStream:
             self.weights = w / w.sum()
         self._perms: dict[tuple[int, ...], np.ndarray] = {}
         self._counts: list[np.ndarray] = [np.zeros(len(self.sizes), dtype=np.int64)]
+        self._block: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))
 
     def _perm(self, key: tuple[int, ...], n: int) -> np.ndarray:
         if key not in self._perms:
@@ -399,8 +400,10 @@ class PairStream:
 
     def _choices(self, block: int) -> np.ndarray:
         assert self.weights is not None
-        rng = np.random.default_rng([self.seed, 1, block])
-        return rng.choice(len(self.sizes), size=self.BLOCK, p=self.weights)
+        if self._block[0] != block:  # consecutive positions share their block's draws
+            rng = np.random.default_rng([self.seed, 1, block])
+            self._block = (block, rng.choice(len(self.sizes), size=self.BLOCK, p=self.weights))
+        return self._block[1]
 
     def _counts_before(self, block: int) -> np.ndarray:
         while len(self._counts) <= block:
@@ -421,9 +424,10 @@ class PairStream:
             subset = int(np.searchsorted(self.offsets, flat, side="right") - 1)
             return subset, flat - int(self.offsets[subset])
         block, offset = divmod(position, self.BLOCK)
-        choices = self._choices(block)  # cheap: one generator call per position block
+        counts = self._counts_before(block)  # may draw the earlier blocks first
+        choices = self._choices(block)
         subset = int(choices[offset])
-        k = int(self._counts_before(block)[subset] + np.count_nonzero(choices[:offset] == subset))
+        k = int(counts[subset] + np.count_nonzero(choices[:offset] == subset))
         n = int(self.sizes[subset])
         epoch, i = divmod(k, n)
         return subset, int(self._perm((2, subset, epoch), n)[i])
