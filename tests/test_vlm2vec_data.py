@@ -113,13 +113,17 @@ def test_bad_rows_are_counted_named_and_skipped_when_asked(
     assert len(load(str(root), skip_bad_rows=True, check_images="exists").bad_rows) == 2
 
 
-def test_hub_source_through_a_patched_loader(train_dir: Path, tmp_path: Path,
+def test_hub_source_through_a_patched_datasets_loader(train_dir: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, str, str | None]] = []
+    import datasets
 
-    def fake_table(subset: str, split: str, revision: str | None) -> Any:
-        calls.append((subset, split, revision))
-        return pq.read_table(train_dir / subset / "original-00000-of-00001.parquet")
+    calls: list[tuple[str, str, str, str | None]] = []
+
+    def fake_load_dataset(path: str, name: str, *, split: str, revision: str | None) -> Any:
+        calls.append((path, name, split, revision))  # a local copy stands in for the Hub's
+        return datasets.Dataset.from_parquet(
+            str(train_dir / name / "original-00000-of-00001.parquet"),
+            cache_dir=str(tmp_path / "hf"))
 
     def fake_zip(subset: str, revision: str | None) -> Path:
         # the archive holds Train/<file> (the images/<S>/ prefix of the rows dropped)
@@ -129,10 +133,11 @@ def test_hub_source_through_a_patched_loader(train_dir: Path, tmp_path: Path,
                 zf.write(f, f"Train/{f.name}")
         return archive
 
-    monkeypatch.setattr(data_mod, "_hub_table", fake_table)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setattr(data_mod, "_hub_zip", fake_zip)
     d = load("hub", subsets=[SUBSET], split="diverse_instruction", hub_revision="abc")
-    assert calls == [(SUBSET, "diverse_instruction", "abc")] and d.sizes == [TRAIN_PAIRS]
+    assert calls == [("TIGER-Lab/MMEB-train", SUBSET, "diverse_instruction", "abc")]
+    assert d.sizes == [TRAIN_PAIRS]
     image = d.subsets[0].pair(0, False).query.image
     assert image is not None and Path(image).is_file() and "mmeb-train-images" in image
     assert d.source["kind"] == "hub" and not d.bad_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     if "-h" in rest or "--help" in rest:
         sys.stdout.write(_usage())
         sys.exit(0)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Under torchrun every process logs; only the first says more than errors.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         from vlm2vec.config import build_config
 

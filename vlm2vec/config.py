@@ -123,7 +123,7 @@ class TrainConfig:
 
 #: Keys whose change does not change the numbers: allowed to differ on --resume.
 RUN_ONLY_KEYS = frozenset({"resume", "progress", "save_steps", "keep_checkpoints", "log_steps",
-                           "output_dir", "device", "check_images"})
+                           "output_dir", "device", "check_images", "image_dir"})
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper, section 4: LoRA rank 8 (the alpha and dropout are not stated; ours).
