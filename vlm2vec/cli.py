@@ -1,0 +1,87 @@
+"""The ``vlm2vec`` command line: ``vlm2vec train --config FILE.yaml [--key value ...]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mmeb.errors import MMEBError
+
+USAGE = """usage: vlm2vec train [--config FILE.yaml] [--key value ...]
+
+Contrastive training of an embedding model on MMEB-train pairs (the VLM2Vec recipe).
+Every config key is also a flag; precedence: defaults < preset < FILE.yaml < flags.
+Under several processes: torchrun --nproc_per_node N -m vlm2vec.cli train ...
+Example: vlm2vec train --config {example} --max_steps 50
+
+config keys:
+{keys}
+"""
+
+
+def example_config() -> Path:
+    """The committed example: the toy model on the sample suite."""
+    return Path(__file__).resolve().parent / "configs" / "sample-toy.yaml"
+
+
+def _usage() -> str:
+    from vlm2vec.config import config_help
+
+    return USAGE.format(example=example_config(), keys=config_help())
+
+
+def _split_config(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """Take ``--config FILE`` (or ``--config=FILE``) out of the flags."""
+    from vlm2vec.config import ConfigError
+
+    rest: list[str] = []
+    path: Path | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a YAML file")
+            path = Path(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return path, rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        sys.exit(0 if args else 2)
+    command, rest = args[0], args[1:]
+    if command != "train":
+        sys.stderr.write(f"error: unknown command {command!r}; the command is `vlm2vec train`\n")
+        sys.exit(2)
+    if "-h" in rest or "--help" in rest:
+        sys.stdout.write(_usage())
+        sys.exit(0)
+    # Under torchrun every process logs; only the first says more than errors.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from vlm2vec.config import build_config
+
+        path, flags = _split_config(rest)
+        config = build_config(path, flags)
+        from vlm2vec.trainer import train  # torch loads only once the config is valid
+
+        train(config)
+    except MMEBError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
