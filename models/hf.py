@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmeb.errors import ModelError
 
-from .base import TwoTowerEncoder
+from .two_tower import TwoTowerEncoder
 
 if TYPE_CHECKING:
     import torch

@@ -7,16 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from mmeb.models.base import (
-    InstructionPolicy,
-    encoder_name,
-    model_text,
-    parse_batch_size,
-    parse_instruction_policy,
-    resolve_device,
-    resolve_dtype,
-)
+from mmeb.models.base import encoder_name, parse_batch_size, resolve_device, resolve_dtype
 from mmeb.models.fusion import Fusion, assemble, combine, parse_fusion, parts_used
+from mmeb.models.two_tower import InstructionPolicy, model_text, parse_instruction_policy
 
 from mmeb.errors import ModelError
 from mmeb.items import Item
