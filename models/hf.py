@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 _NO_LIMIT = 1_000_000
 
 
-def load_pretrained(class_name: str, checkpoint: str, dtype: torch.dtype, device: str) -> Any:
-    """``transformers.<class_name>.from_pretrained`` in eval mode on ``device``.
+def load_pretrained(
+    class_name: str, checkpoint: str, dtype: torch.dtype, device: str, **kwargs: Any
+) -> Any:
+    """``transformers.<class_name>.from_pretrained`` in eval mode on ``device`` (``kwargs`` go
+    to ``from_pretrained``).
 
     Weights the checkpoint lacks would be initialised at random and give plausible-looking
     but meaningless vectors (e.g. a BLIP captioning checkpoint has no retrieval projections),
@@ -36,7 +39,7 @@ def load_pretrained(class_name: str, checkpoint: str, dtype: torch.dtype, device
     # transformers 5 renamed torch_dtype to dtype.
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model, info = model_class.from_pretrained(
-        checkpoint, output_loading_info=True, **{dtype_key: dtype}
+        checkpoint, output_loading_info=True, **{dtype_key: dtype}, **kwargs
     )
     missing = list(info.get("missing_keys") or [])
     if missing:
