@@ -74,6 +74,34 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
         "Salesforce/blip2-itm-vit-g",
         "blip",
     ),
+    ModelEntry(
+        "vlm2vec-qwen2vl-2b",
+        "mmeb.models.qwen2vl:VLM2VecQwen2VL2B",
+        "VLM2Vec, Qwen2-VL-2B + LoRA merged at load; last token (paper: 60.1 overall)",
+        "TIGER-Lab/VLM2Vec-Qwen2VL-2B",
+        "vlm",
+    ),
+    ModelEntry(
+        "vlm2vec-qwen2vl-7b",
+        "mmeb.models.qwen2vl:VLM2VecQwen2VL7B",
+        "VLM2Vec, Qwen2-VL-7B + LoRA merged at load; last token (paper: 65.8 overall)",
+        "TIGER-Lab/VLM2Vec-Qwen2VL-7B",
+        "vlm",
+    ),
+    ModelEntry(
+        "vlm2vec-llava-next",
+        "mmeb.models.llava_next:LlavaNextEncoder",
+        "VLM2Vec, LLaVA-NeXT Mistral-7B, 1344px; last token (paper: 62.9 overall)",
+        "TIGER-Lab/VLM2Vec-LLaVa-Next",
+        "vlm",
+    ),
+    ModelEntry(
+        "e5-v",
+        "mmeb.models.e5v:E5VEncoder",
+        "E5-V, LLaVA-NeXT Llama-3-8B, one-word-summary prompts (paper: 13.3 overall)",
+        "royokong/e5-v",
+        "vlm",
+    ),
 )
 
 

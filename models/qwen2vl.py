@@ -73,7 +73,7 @@ class Qwen2VLEncoder(VLMEncoder):
         self.model = self._load_weights("Qwen2VLForConditionalGeneration")
         source = self.processor_source or self.layout.model
         self.tokenizer = tf.AutoTokenizer.from_pretrained(source)
-        bounds = {k: v for k, v in (("min_pixels", self.min_pixels),
+        bounds: dict[str, Any] = {k: v for k, v in (("min_pixels", self.min_pixels),
                                     ("max_pixels", self.max_pixels)) if v is not None}
         # The PIL processor: no torchvision needed, and its pixels match the original's.
         processor_class = getattr(tf, "Qwen2VLImageProcessorPil", tf.Qwen2VLImageProcessor)

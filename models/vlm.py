@@ -205,7 +205,7 @@ def merge_lora(
     config.inference_mode = True
     peft_model = get_peft_model(model, config)
     state = rename_adapter_keys(load_adapter_weights(adapter), renames)
-    result = set_peft_model_state_dict(peft_model, state)
+    result: Any = set_peft_model_state_dict(peft_model, state)
     unexpected = list(result.unexpected_keys or [])
     missing = [key for key in (result.missing_keys or []) if "lora_" in key]
     if unexpected or missing:
