@@ -92,7 +92,8 @@ def copy_preprocessing(source: Path, target: Path) -> None:
 def to_legacy_layout(key: str) -> str:
     """A transformers-5 Qwen2-VL adapter key in the 4.x module layout the released adapters use."""
     inner = key.removeprefix("base_model.model.")
-    inner = inner.replace("model.language_model.", "model.", 1).replace("model.visual.", "visual.", 1)
+    inner = inner.replace("model.language_model.", "model.", 1)
+    inner = inner.replace("model.visual.", "visual.", 1)
     return "base_model.model." + inner
 
 
