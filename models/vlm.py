@@ -309,9 +309,16 @@ class VLMEncoder(AdapterBase):
     def _load_weights(self, class_name: str, **kwargs: Any) -> Any:
         """``transformers.<class_name>`` from the checkpoint in eval mode on the device; for a
         LoRA adapter checkpoint, its base with the adapter merged in."""
-        from .base import looks_like_path
+        import transformers
+
+        from .base import looks_like_path, require_modules
         from .hf import load_pretrained
 
+        if int(transformers.__version__.split(".")[0]) < 5:
+            raise ModelError(
+                f"the {self.family} model needs transformers 5 or newer (found "
+                f'{transformers.__version__}); upgrade with: pip install -U "mmeb[{self.extra}]"'
+            )
         self.layout = resolve_layout(self.checkpoint, self.base)
         source = self.layout.model
         if self.attn_implementation:
@@ -324,6 +331,7 @@ class VLMEncoder(AdapterBase):
         with loading_errors(self.family, source, local=Path(source).expanduser().exists()):
             model = load_pretrained(class_name, source, self._torch_dtype(), self.device, **kwargs)
         if self.layout.adapter is not None:
+            require_modules(self.family, self.extra, ("peft",))
             model = merge_lora(model, self.layout.adapter, self.adapter_key_renames).eval()
         return model
 
