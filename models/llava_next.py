@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmeb.items import Item, Side
 
+from .pixels import llava_next_image_processor
 from .vlm import VLMEncoder, checkpoint_file, positions_from_mask, scatter_image_features
 
 if TYPE_CHECKING:
@@ -53,7 +54,11 @@ class LlavaNextEncoder(VLMEncoder):
     processor: Any
 
     def __init__(
-        self, checkpoint: str | None = None, *, processor: str | None = None, **options: Any
+        self,
+        checkpoint: str | None = None,
+        *,
+        processor: str | None = None,
+        **options: Any,
     ) -> None:
         self.processor_source = processor
         super().__init__(checkpoint, **options)
@@ -85,7 +90,7 @@ class LlavaNextEncoder(VLMEncoder):
         self.model = self._load_weights("LlavaNextForConditionalGeneration")
         source = self.processor_source or self._default_processor()
         self.tokenizer = tf.AutoTokenizer.from_pretrained(source)
-        image_class = getattr(tf, "LlavaNextImageProcessorPil", tf.LlavaNextImageProcessor)
+        image_class = llava_next_image_processor(self.pixel_pipeline)
         self.processor = tf.LlavaNextProcessor(
             image_processor=image_class.from_pretrained(source),
             tokenizer=self.tokenizer,

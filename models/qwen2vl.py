@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mmeb.errors import ModelError
 from mmeb.items import Item, Side
 
+from .pixels import qwen2vl_image_processor
 from .vlm import VLMEncoder, positions_from_mask, scatter_image_features
 
 if TYPE_CHECKING:
@@ -75,8 +76,8 @@ class Qwen2VLEncoder(VLMEncoder):
         self.tokenizer = tf.AutoTokenizer.from_pretrained(source)
         bounds: dict[str, Any] = {k: v for k, v in (("min_pixels", self.min_pixels),
                                     ("max_pixels", self.max_pixels)) if v is not None}
-        # The PIL processor: no torchvision needed, and its pixels match the original's.
-        processor_class = getattr(tf, "Qwen2VLImageProcessorPil", tf.Qwen2VLImageProcessor)
+        # A PIL processor (no torchvision needed) computing the original's pixels.
+        processor_class = qwen2vl_image_processor(self.pixel_pipeline)
         self.image_processor = processor_class.from_pretrained(source, **bounds)
         self.processor_source = source
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(self.image_token))

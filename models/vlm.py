@@ -31,6 +31,7 @@ from mmeb.instructions import swap_image_token
 from mmeb.items import Item, Side
 
 from .base import AdapterBase, batches, loading_errors
+from .pixels import parse_pixel_pipeline, resize_two_pass
 from .pooling import last_token_pool, normalize
 
 if TYPE_CHECKING:
@@ -68,13 +69,14 @@ def parse_resolution(resolution: str) -> int | None:
 
 def resize_for_resolution(image: PILImage.Image, resolution: str) -> PILImage.Image:
     """Squash ``image`` to the square of ``resolution`` (``high`` 1344², ``mid`` 672²,
-    ``low`` 336²) with bicubic resampling, or return it unchanged for ``native``."""
+    ``low`` 336²) with bicubic resampling in Pillow 10's pass order, or return it unchanged for
+    ``native``."""
     from PIL import Image
 
     side = parse_resolution(resolution)
     if side is None:
         return image
-    return image.resize((side, side), Image.Resampling.BICUBIC)
+    return resize_two_pass(image, (side, side), Image.Resampling.BICUBIC)
 
 
 def pad_token_ids(
@@ -227,7 +229,8 @@ class VLMEncoder(AdapterBase):
     Options (``--model-arg``) on top of :class:`~.base.AdapterBase`'s: ``image_resolution``
     (``high``, ``mid``, ``low``, ``native``), ``pooling`` (``last``), ``normalize``,
     ``padding_side`` (``left``/``right``; vectors do not depend on it), ``attn_implementation``
-    (passed to ``from_pretrained``) and ``base`` (the base model of a LoRA adapter checkpoint).
+    (passed to ``from_pretrained``), ``base`` (the base model of a LoRA adapter checkpoint) and
+    ``pixel_pipeline`` (``transformers4``/``transformers5``, see :mod:`.pixels`).
     """
 
     extra: ClassVar[str] = "vlm"
@@ -257,8 +260,10 @@ class VLMEncoder(AdapterBase):
         padding_side: str | None = None,
         attn_implementation: str | None = None,
         base: str | None = None,
+        pixel_pipeline: str = "transformers4",
         **options: Any,
     ) -> None:
+        self.pixel_pipeline = parse_pixel_pipeline(pixel_pipeline)
         self.image_resolution = image_resolution or self.default_resolution
         parse_resolution(self.image_resolution)
         if pooling not in POOLINGS:
@@ -424,6 +429,7 @@ class VLMEncoder(AdapterBase):
             "pooling": self.pooling,
             "normalize": self.normalize,
             "padding_side": self.padding_side,
+            "pixel_pipeline": self.pixel_pipeline,
             "attn_implementation": self.attn_implementation
             or getattr(self.model.config, "_attn_implementation", None),
             "batch_size_auto": not self.batch_size_given,

@@ -83,6 +83,10 @@ def test_resolutions_squash_to_squares() -> None:
     sizes = {name: resize_for_resolution(image, name).size for name in ("high", "mid", "low")}
     assert sizes == {"high": (1344, 1344), "mid": (672, 672), "low": (336, 336)}
     assert resize_for_resolution(image, "native") is image
+    # Pillow 10's order (width first), whatever the installed Pillow does.
+    wide = image.resize((336, 100), Image.Resampling.BICUBIC)
+    assert resize_for_resolution(image, "low").tobytes() == wide.resize(
+        (336, 336), Image.Resampling.BICUBIC).tobytes()
     with pytest.raises(ModelError, match="unknown image_resolution 'huge'"):
         resize_for_resolution(image, "huge")
 
@@ -155,6 +159,7 @@ def test_registered_with_checkpoint_extra_and_paper_score() -> None:
      ({"pooling": "mean"}, "unknown pooling 'mean'"),
      ({"padding_side": "middle"}, "unknown padding_side"),
      ({"normalize": "yes"}, "normalize must be true or false"),
+     ({"pixel_pipeline": "pillow"}, "unknown pixel_pipeline"),
      ({"colour": "red"}, "does not take --model-arg colour")],
 )
 def test_bad_options_are_refused_before_loading(args: dict[str, Any], message: str) -> None:
