@@ -70,11 +70,6 @@ class E5VEncoder(LlavaNextEncoder):
     def _text(self, item: Item, *, side: Side, task: TaskSpec | None) -> str:
         return e5v_prompt(model_text(item, self.instruction), has_image=item.has_image)
 
-    def _load(self) -> None:
-        super()._load()
-        if self.tokenizer.pad_token_id is None:
-            self.pad_id = int(self.tokenizer.eos_token_id)
-
     def _policy_config(self) -> dict[str, Any]:
         return {**super()._policy_config(), "instruction": self.instruction.value,
                 "prompt": "E5-V one-word summary in the Llama-3 chat template"}
