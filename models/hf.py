@@ -24,10 +24,10 @@ _NO_LIMIT = 1_000_000
 
 
 def load_pretrained(
-    class_name: str, checkpoint: str, dtype: torch.dtype, device: str, **kwargs: Any
+    class_name: str | type, checkpoint: str, dtype: torch.dtype, device: str, **kwargs: Any
 ) -> Any:
-    """``transformers.<class_name>.from_pretrained`` in eval mode on ``device`` (``kwargs`` go
-    to ``from_pretrained``).
+    """``transformers.<class_name>.from_pretrained`` (or that of a model class given itself) in
+    eval mode on ``device``; ``kwargs`` go to ``from_pretrained``.
 
     Weights the checkpoint lacks would be initialised at random and give plausible-looking
     but meaningless vectors (e.g. a BLIP captioning checkpoint has no retrieval projections),
@@ -35,7 +35,10 @@ def load_pretrained(
     """
     import transformers
 
-    model_class = getattr(transformers, class_name)
+    model_class: Any = (
+        getattr(transformers, class_name) if isinstance(class_name, str) else class_name
+    )
+    class_name = model_class.__name__
     # transformers 5 renamed torch_dtype to dtype.
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model, info = model_class.from_pretrained(

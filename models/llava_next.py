@@ -98,8 +98,6 @@ class LlavaNextEncoder(VLMEncoder):
         )
         self.processor_source = source
         self.image_token_id = int(self.model.config.image_token_id)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
 
     def _prepare(self, item: Item, *, side: Side, task: TaskSpec | None) -> dict[str, Any]:
         text = self._text(item, side=side, task=task)

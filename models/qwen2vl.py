@@ -87,8 +87,6 @@ class Qwen2VLEncoder(VLMEncoder):
                 f"the model expects {self.model.config.image_token_id}; pass a matching "
                 "--model-arg processor=ID_OR_DIR"
             )
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
 
     def _prepare(self, item: Item, *, side: Side, task: TaskSpec | None) -> dict[str, Any]:
         text = self._text(item, side=side, task=task)

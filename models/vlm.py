@@ -281,6 +281,9 @@ class VLMEncoder(AdapterBase):
         self.base = base
         self.layout = CheckpointLayout("")
         super().__init__(checkpoint, **options)
+        if not hasattr(self, "pad_id"):  # a subclass's _load may set its own
+            pad = self.tokenizer.pad_token_id
+            self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
         if not self.batch_size_given:
             self.batch_size = self._auto_batch_size()
 
@@ -311,9 +314,10 @@ class VLMEncoder(AdapterBase):
         image = item.image
         return None if image is None else resize_for_resolution(image, self.image_resolution)
 
-    def _load_weights(self, class_name: str, **kwargs: Any) -> Any:
-        """``transformers.<class_name>`` from the checkpoint in eval mode on the device; for a
-        LoRA adapter checkpoint, its base with the adapter merged in."""
+    def _load_weights(self, class_name: str | type, **kwargs: Any) -> Any:
+        """``transformers.<class_name>`` (or a ``PreTrainedModel`` subclass given itself) from
+        the checkpoint in eval mode on the device; for a LoRA adapter checkpoint, its base with
+        the adapter merged in."""
         import transformers
 
         from .base import looks_like_path, require_modules
@@ -341,6 +345,9 @@ class VLMEncoder(AdapterBase):
         return model
 
     def _pad_text(self, prepared: list[dict[str, Any]]) -> dict[str, Any]:
+        """``input_ids`` and ``attention_mask`` of the prepared items, padded on
+        ``self.padding_side`` with ``self.pad_id`` (default: the tokenizer's pad token, else its
+        end-of-sequence token; masked either way)."""
         ids, mask = pad_token_ids([p["input_ids"] for p in prepared], self.pad_id,
                                   self.padding_side)
         return {"input_ids": ids, "attention_mask": mask}
@@ -419,7 +426,7 @@ class VLMEncoder(AdapterBase):
             "base": self.layout.model if self.layout.adapter else None,
             "lora_adapter": self.layout.adapter,
             "model_class": type(self.model).__name__,
-            "tokenizer": type(self.tokenizer).__name__,
+            "tokenizer": type(getattr(self, "tokenizer", None)).__name__,
             "image_token": self.image_token,
         }
 
