@@ -165,8 +165,10 @@ def _size_field(size: Any, *names: str) -> int | None:
 class VLM2VecQwen2VL2B(Qwen2VLEncoder):
     family = "vlm2vec-qwen2vl-2b"
     default_checkpoint = "TIGER-Lab/VLM2Vec-Qwen2VL-2B"
+    default_base = "Qwen/Qwen2-VL-2B-Instruct"
 
 
 class VLM2VecQwen2VL7B(Qwen2VLEncoder):
     family = "vlm2vec-qwen2vl-7b"
     default_checkpoint = "TIGER-Lab/VLM2Vec-Qwen2VL-7B"
+    default_base = "Qwen/Qwen2-VL-7B-Instruct"

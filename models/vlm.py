@@ -30,7 +30,7 @@ from mmeb.errors import ModelError
 from mmeb.instructions import swap_image_token
 from mmeb.items import Item, Side
 
-from .base import AdapterBase, batches, loading_errors
+from .base import AdapterBase, batches, loading_errors, looks_like_path
 from .pixels import parse_pixel_pipeline, resize_two_pass
 from .pooling import last_token_pool, normalize
 
@@ -138,9 +138,12 @@ def checkpoint_file(checkpoint: str, filename: str) -> str | None:
         return None
 
 
-def resolve_layout(checkpoint: str, base: str | None) -> CheckpointLayout:
+def resolve_layout(
+    checkpoint: str, base: str | None, fallback_base: str | None = None
+) -> CheckpointLayout:
     """A checkpoint with ``adapter_config.json`` is a LoRA adapter over ``base`` (default: the
-    adapter's ``base_model_name_or_path``); anything else is a full model."""
+    adapter's ``base_model_name_or_path``; when that is a folder of the machine the adapter was
+    trained on, which does not exist here, ``fallback_base``); anything else is a full model."""
     config_path = checkpoint_file(checkpoint, ADAPTER_CONFIG)
     if config_path is None:
         if base is not None:
@@ -150,7 +153,10 @@ def resolve_layout(checkpoint: str, base: str | None) -> CheckpointLayout:
             )
         return CheckpointLayout(checkpoint)
     adapter_config = json.loads(Path(config_path).read_text())
-    base = base or adapter_config.get("base_model_name_or_path")
+    if base is None:
+        base = adapter_config.get("base_model_name_or_path")
+        if base and fallback_base and looks_like_path(base) and not Path(base).exists():
+            base = fallback_base
     if not base:
         raise ModelError(
             f"{checkpoint}/{ADAPTER_CONFIG} names no base_model_name_or_path; pass "
@@ -240,6 +246,9 @@ class VLMEncoder(AdapterBase):
     default_resolution: ClassVar[str] = "high"
     #: Module renames from the layout an adapter was trained against (see rename_adapter_keys).
     adapter_key_renames: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The base of the released adapter, used when its adapter_config.json names a folder that
+    #: does not exist here.
+    default_base: ClassVar[str | None] = None
     #: Sequence length of a typical image input at ``high`` resolution, for batch sizes.
     typical_tokens: ClassVar[int] = 2048
     default_batch_size: ClassVar[int] = 4
@@ -320,7 +329,7 @@ class VLMEncoder(AdapterBase):
         the adapter merged in."""
         import transformers
 
-        from .base import looks_like_path, require_modules
+        from .base import require_modules
         from .hf import load_pretrained
 
         if int(transformers.__version__.split(".")[0]) < 5:
@@ -328,7 +337,7 @@ class VLMEncoder(AdapterBase):
                 f"the {self.family} model needs transformers 5 or newer (found "
                 f'{transformers.__version__}); upgrade with: pip install -U "mmeb[{self.extra}]"'
             )
-        self.layout = resolve_layout(self.checkpoint, self.base)
+        self.layout = resolve_layout(self.checkpoint, self.base, self.default_base)
         source = self.layout.model
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation

@@ -131,6 +131,10 @@ def test_checkpoint_layout(tmp_path: Path) -> None:
     assert resolve_layout(str(QWEN2VL), None).adapter is None
     with pytest.raises(ModelError, match="applies to a LoRA adapter checkpoint"):
         resolve_layout(str(QWEN2VL), "/models/base")
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "/home/trainer/ckpt/Qwen2-VL-2B-Instruct"}))
+    assert resolve_layout(str(adapter), None, "Qwen/Qwen2-VL-2B-Instruct").model == (
+        "Qwen/Qwen2-VL-2B-Instruct")
     (adapter / "adapter_config.json").write_text("{}")
     with pytest.raises(ModelError, match="pass --model-arg base=ID_OR_DIR"):
         resolve_layout(str(adapter), None)
@@ -240,8 +244,11 @@ def test_lora_base_can_be_given_and_must_exist(tmp_path: Path) -> None:
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = str(tmp_path / "moved-away")
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="base model directory not found"):
+    # A training machine's folder: the released base stands in (offline here, so it says so).
+    with pytest.raises(ModelError, match="cannot load checkpoint Qwen/Qwen2-VL-2B-Instruct off"):
         load("vlm2vec-qwen2vl-2b", adapter)
+    with pytest.raises(ModelError, match="base model directory not found"):
+        load("vlm2vec-qwen2vl-2b", adapter, base=str(tmp_path / "nowhere"))
     items = parity_items(QWEN2VL)[3:5]
     got = load("vlm2vec-qwen2vl-2b", adapter, base=str(QWEN2VL)).encode(items, side=Side.QUERY)
     want = load("vlm2vec-qwen2vl-2b", merged).encode(items, side=Side.QUERY)
