@@ -79,6 +79,30 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
         "BLIP-2 Q-Former (Blip2ForImageTextRetrieval), one query token per image",
         "Salesforce/blip2-itm-vit-g", extra="blip", paper_score=25.2, paper_row="BLIP2",
     ),
+    ModelEntry(
+        "vlm2vec-qwen2vl-2b", "mmeb.models.qwen2vl:VLM2VecQwen2VL2B",
+        "VLM2Vec, Qwen2-VL-2B + LoRA merged at load; last-token pooling",
+        "TIGER-Lab/VLM2Vec-Qwen2VL-2B", extra="vlm", paper_score=60.1,
+        paper_row="VLM2Vec (Qwen2-VL-2B, LoRA, high-res)",
+    ),
+    ModelEntry(
+        "vlm2vec-qwen2vl-7b", "mmeb.models.qwen2vl:VLM2VecQwen2VL7B",
+        "VLM2Vec, Qwen2-VL-7B + LoRA merged at load; last-token pooling",
+        "TIGER-Lab/VLM2Vec-Qwen2VL-7B", extra="vlm", paper_score=65.8,
+        paper_row="VLM2Vec (Qwen2-VL-7B, LoRA, high-res)",
+    ),
+    ModelEntry(
+        "vlm2vec-llava-next", "mmeb.models.llava_next:LlavaNextEncoder",
+        "VLM2Vec, LLaVA-NeXT Mistral-7B at 1344px; last-token pooling",
+        "TIGER-Lab/VLM2Vec-LLaVa-Next", extra="vlm", paper_score=62.9,
+        paper_row="VLM2Vec (LLaVA-1.6, LoRA, bs=1024, res=1344x1344)",
+    ),
+    ModelEntry(
+        "e5-v", "mmeb.models.e5v:E5VEncoder",
+        "E5-V, LLaVA-NeXT Llama-3-8B, one-word-summary prompts",
+        "royokong/e5-v", extra="vlm", paper_score=13.3,
+        paper_row="E5-V",
+    ),
 )
 
 

@@ -1,9 +1,11 @@
-"""What the two-tower adapters (CLIP, OpenCLIP, SigLIP, BLIP, BLIP-2) have in common.
+"""What every adapter shares, whatever the model family.
 
-A subclass loads its checkpoint and encodes a batch of images and a batch of texts;
-:class:`TwoTowerEncoder` does the rest: option checking, device and dtype, the instruction
-policy, batching, ``torch.inference_mode``, fusion of image+text items, and the ``config``
-recorded with every result. Model libraries are imported only when an adapter is built, so
+:class:`AdapterBase` checks the common options (``--checkpoint``, ``--device``, ``--dtype``,
+``batch_size``), fails early with the pip extra to install when a model library is missing,
+tells a local checkpoint from a Hub id, turns loading failures (offline Hub included) into
+one-line errors and builds the ``config`` recorded with every result. How a family turns
+items into vectors lives in its own base: :mod:`.two_tower` for CLIP-style models, :mod:`.vlm`
+for vision-language models. Model libraries are imported only when an adapter is built, so
 importing this module (or any adapter module) never imports torch.
 """
 
@@ -13,55 +15,20 @@ import importlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import numpy as np
-
 from mmeb.encoder import ALL_MODALITIES
 from mmeb.errors import ModelError
-from mmeb.items import Item, Side
-
-from .fusion import Fusion, assemble, parse_fusion, parts_used
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image as PILImage
 
-    from mmeb.tasks import TaskSpec
+    from mmeb.registry import ModelEntry
 
 T = TypeVar("T")
-
-
-class InstructionPolicy(str, Enum):
-    """What a two-tower model reads from an MMEB string besides the image."""
-
-    NONE = "none"  # the text without MMEB's instruction (the paper's setting)
-    PREPEND = "prepend"  # instruction + " " + text
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def parse_instruction_policy(value: str | InstructionPolicy | None) -> InstructionPolicy:
-    # ``--model-arg instruction=none`` arrives as None: the registry converts "none" to None.
-    if value is None:
-        return InstructionPolicy.NONE
-    try:
-        return InstructionPolicy(value)
-    except ValueError:
-        names = ", ".join(policy.value for policy in InstructionPolicy)
-        raise ModelError(f"unknown instruction policy {value!r}; choose one of: {names}") from None
-
-
-def model_text(item: Item, policy: InstructionPolicy) -> str:
-    """The text a two-tower model encodes for ``item`` (may be empty)."""
-    if policy is InstructionPolicy.PREPEND and item.instruction:
-        return f"{item.instruction} {item.text}" if item.text else item.instruction
-    return item.text
 
 
 DTYPES = {
@@ -99,6 +66,35 @@ def resolve_device(device: str | None) -> str:
     if kind == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but torch sees no CUDA device here")
     return str(device)
+
+
+#: Weight formats the adapters never read (they load safetensors, or one tensors-only adapter
+#: ``.bin``): skipped when a Hub snapshot is fetched.
+UNUSED_WEIGHT_FILES = ("pytorch_model*.bin", "*.msgpack", "*.h5", "*.onnx", "*.ot", "tf_model*",
+                       "flax_model*", "*.gguf")
+
+
+def model_facts(family: str) -> ModelEntry | None:
+    """The registry entry of a built-in family (None for a third party's own subclass)."""
+    from mmeb.registry import BUILTIN_MODELS
+
+    return next((e for e in BUILTIN_MODELS if e.name == family and not e.alias_of), None)
+
+
+def local_revision(folder: Path) -> str:
+    """A short digest naming the contents of a local checkpoint folder: every file's relative
+    path and size, and the bytes of its JSON configs (weights are too large to hash on each
+    load; a changed weight file almost always changes its size or its index)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        size = path.stat().st_size
+        digest.update(f"{rel}\0{size}\n".encode())
+        if path.suffix == ".json" and size <= 1 << 20:
+            digest.update(path.read_bytes())
+    return f"local-{digest.hexdigest()[:16]}"
 
 
 def parse_batch_size(batch_size: Any) -> int:
@@ -171,31 +167,26 @@ def encoder_name(family: str, checkpoint: str) -> str:
     return label if label.lower().startswith(family) else f"{family}-{label}"
 
 
-def _rgb(item: Item) -> PILImage.Image:
-    image = item.image
-    if image is None:  # callers only pass items with an image
-        raise ModelError(f"{item.origin or 'item'} has no image")
-    return image
-
-
 def batches(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-class TwoTowerEncoder(ABC):
-    """An :class:`~mmeb.encoder.Encoder` over a model with one image and one text tower.
 
-    Subclasses set the class attributes and implement :meth:`_load`, :meth:`_encode_images`
-    and :meth:`_encode_texts`; the constructor's keyword arguments are the options every
-    two-tower adapter accepts (``--checkpoint``, ``--device``, ``--dtype`` and the
-    ``--model-arg`` keys ``fusion``, ``instruction`` and ``batch_size``).
+
+class AdapterBase(ABC):
+    """The option handling and loading shared by every built-in adapter.
+
+    A subclass sets the class attributes and implements :meth:`_load`; it parses its own
+    options before calling ``super().__init__`` so that a bad option is refused before anything
+    is loaded. The constructor resolves, in this order: the batch size, the model libraries,
+    the checkpoint (a missing local directory is an error), the device, the dtype (the
+    subclass's :meth:`_default_dtype` when none is given), then loads.
     """
 
-    family: ClassVar[str]  # registry name, also the prefix of ``name``
-    extra: ClassVar[str]  # pip extra that installs the libraries below
+    family: ClassVar[str]  # registry name (mmeb.registry), also the prefix of ``name``
     required_modules: ClassVar[tuple[str, ...]]
-    default_checkpoint: ClassVar[str]
+    default_batch_size: ClassVar[int] = 32
     modalities: frozenset[str] = ALL_MODALITIES
 
     def __init__(
@@ -204,41 +195,84 @@ class TwoTowerEncoder(ABC):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        fusion: str | None = None,
-        instruction: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
+        revision: str | None = None,
     ) -> None:
-        self.fusion: Fusion = parse_fusion(fusion)
-        self.instruction: InstructionPolicy = parse_instruction_policy(instruction)
-        self.batch_size = parse_batch_size(batch_size)
-        self.dtype = resolve_dtype(dtype)
+        self.batch_size_given = batch_size is not None
+        self.batch_size = parse_batch_size(self.default_batch_size if batch_size is None
+                                           else batch_size)
+        requested_dtype = resolve_dtype(dtype) if dtype is not None else None
         require_modules(self.family, self.extra, self.required_modules)
-        self.checkpoint = str(checkpoint or self.default_checkpoint)
+        facts = model_facts(self.family)
+        if checkpoint is None and revision is None and facts is not None:
+            revision = facts.revision  # the registry pins the revision of its default only
+        #: What the user named (a Hub id or a folder); ``self.checkpoint`` is where files are
+        #: read from, the local snapshot of a Hub id once resolved.
+        self.checkpoint_id = str(checkpoint or self.default_checkpoint)
+        self.checkpoint = self.checkpoint_id
+        self.revision: str | None = revision
         local = self._local_path()
         if looks_like_path(local) and not Path(local).expanduser().exists():
             raise ModelError(f"checkpoint directory not found: {self.checkpoint}")
         self.device = resolve_device(device)
-        self.name = encoder_name(self.family, self.checkpoint)
-        with loading_errors(self.family, self.checkpoint, local=self._is_local()):
+        self.dtype = requested_dtype or self._default_dtype()
+        self.name = encoder_name(self.family, self.checkpoint_id)
+        with loading_errors(self.family, self.checkpoint_id, local=self._is_local()):
+            self.checkpoint, self.revision = self._resolve_checkpoint()
             self._load()
-        self._dim: int | None = None
 
-    # -- what a subclass provides -------------------------------------------------------
+    @property
+    def default_checkpoint(self) -> str:
+        """The registry's default checkpoint of this family."""
+        facts = model_facts(self.family)
+        if facts is None or not facts.default_checkpoint:
+            raise ModelError(f"model {self.family!r} has no default checkpoint; pass --checkpoint")
+        return facts.default_checkpoint
+
+    @property
+    def extra(self) -> str:
+        """The pip extra that installs this family's libraries (from the registry)."""
+        facts = model_facts(self.family)
+        return facts.extra if facts is not None and facts.extra else "all"
+
+    def _hub_repo(self) -> str | None:
+        """The Hub repository to snapshot before loading, or None when the checkpoint is a
+        local folder (or a name the model library resolves itself)."""
+        if self._is_local() or looks_like_path(self.checkpoint) or self.checkpoint.count("/") != 1:
+            return None
+        return self.checkpoint
+
+    def _resolve_checkpoint(self) -> tuple[str, str | None]:
+        """(where to read the files, the revision they are).
+
+        A Hub id is fetched (or found in the local cache, offline) at ``self.revision`` as one
+        snapshot, so every file of the model comes from the same commit and the result can name
+        it; a local folder is identified by a digest of its file names, sizes and configs.
+        """
+        repo = self._hub_repo()
+        if repo is None:
+            folder = Path(self._local_path()).expanduser()
+            return self.checkpoint, local_revision(folder) if folder.is_dir() else None
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(repo, revision=self.revision,
+                                          ignore_patterns=list(UNUSED_WEIGHT_FILES)))
+        return str(snapshot), snapshot.name
 
     @abstractmethod
     def _load(self) -> None:
         """Load weights and preprocessing from ``self.checkpoint`` onto ``self.device``."""
 
-    @abstractmethod
-    def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
-        """One batched forward: RGB images -> ``(n, d)`` features."""
-
-    @abstractmethod
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """One batched forward: texts -> ``(n, d)`` features (truncated to the model's limit)."""
+    def _default_dtype(self) -> str:
+        """The dtype when ``--dtype`` is not given (``self.device`` is already set)."""
+        return "float32"
 
     def _model_config(self) -> dict[str, Any]:
         """Settings of the loaded model that shape its vectors (recorded in results)."""
+        return {}
+
+    def _policy_config(self) -> dict[str, Any]:
+        """The family's own options (fusion, pooling, ...), recorded after the model's."""
         return {}
 
     def _local_path(self) -> str:
@@ -248,65 +282,18 @@ class TwoTowerEncoder(ABC):
     def _is_local(self) -> bool:
         return Path(self._local_path()).expanduser().exists()
 
-    # -- the Encoder protocol ------------------------------------------------------------
-
-    def encode(
-        self,
-        items: Sequence[Item],
-        *,
-        side: Side,  # noqa: ARG002 (the protocol's signature; see the docstring)
-        task: TaskSpec | None = None,  # noqa: ARG002
-    ) -> np.ndarray:
-        """Encode ``items`` to a float32 ``(n, d)`` array (``side`` and ``task`` do not change
-        a two-tower model's vectors: the instruction policy is the same for every task)."""
-        import torch
-
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        texts = [model_text(item, self.instruction) for item in items]
-        plan = [
-            parts_used(self.fusion, has_image=item.has_image, has_text=bool(text))
-            for item, text in zip(items, texts, strict=True)
-        ]
-        image_rows = [row for row, (image, _) in enumerate(plan) if image]
-        text_rows = [row for row, (_, text) in enumerate(plan) if text]
-        with torch.inference_mode():
-            # Images are read per batch, so a task never holds all its images in memory.
-            image_vectors = self._batched(
-                lambda chunk: self._encode_images([_rgb(item) for item in chunk]),
-                [items[row] for row in image_rows],
-            )
-            text_vectors = self._batched(self._encode_texts, [texts[row] for row in text_rows])
-        return assemble(self.fusion, len(items), image_rows, image_vectors, text_rows, text_vectors)
-
-    @property
-    def dim(self) -> int:
-        """Size of the output vectors."""
-        if self._dim is None:
-            import torch
-
-            with torch.inference_mode():
-                self._dim = int(self._encode_texts([""]).shape[1])
-        return self._dim
-
     @property
     def config(self) -> dict[str, Any]:
         return {
             "family": self.family,
-            "checkpoint": self.checkpoint,
+            "checkpoint": self.checkpoint_id,
+            "revision": self.revision,
             **self._model_config(),
-            "fusion": self.fusion.value,
-            "instruction": self.instruction.value,
+            **self._policy_config(),
             "dtype": self.dtype,
             "device": self.device,
             "batch_size": self.batch_size,
         }
-
-    def _batched(self, encode: Callable[[list[T]], torch.Tensor], values: list[T]) -> np.ndarray:
-        chunks = [
-            encode(list(chunk)).float().cpu().numpy() for chunk in batches(values, self.batch_size)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
     def _torch_dtype(self) -> torch.dtype:
         import torch

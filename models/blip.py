@@ -18,9 +18,7 @@ if TYPE_CHECKING:
 
 class BLIPEncoder(HFTwoTowerEncoder):
     family = "blip"
-    extra = "blip"
     model_class = "BlipForImageTextRetrieval"
-    default_checkpoint = "Salesforce/blip-itm-base-coco"
 
     def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
         hidden = self.model.vision_model(pixel_values=self._pixels(images))[0]

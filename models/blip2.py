@@ -33,9 +33,7 @@ FEATURES = ("projection", "qformer")
 
 class BLIP2Encoder(HFTwoTowerEncoder):
     family = "blip2"
-    extra = "blip"
     model_class = "Blip2ForImageTextRetrieval"
-    default_checkpoint = "Salesforce/blip2-itm-vit-g"
 
     def __init__(
         self,

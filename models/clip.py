@@ -10,6 +10,4 @@ class CLIPEncoder(HFTwoTowerEncoder):
     cut at the text tower's 77 tokens."""
 
     family = "clip"
-    extra = "clip"
     model_class = "CLIPModel"
-    default_checkpoint = "openai/clip-vit-large-patch14"

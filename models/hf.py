@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmeb.errors import ModelError
 
-from .base import TwoTowerEncoder
+from .two_tower import TwoTowerEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 _NO_LIMIT = 1_000_000
 
 
-def load_pretrained(class_name: str, checkpoint: str, dtype: torch.dtype, device: str) -> Any:
-    """``transformers.<class_name>.from_pretrained`` in eval mode on ``device``.
+def load_pretrained(
+    class_name: str | type, checkpoint: str, dtype: torch.dtype, device: str, **kwargs: Any
+) -> Any:
+    """``transformers.<class_name>.from_pretrained`` (or that of a model class given itself) in
+    eval mode on ``device``; ``kwargs`` go to ``from_pretrained``.
 
     Weights the checkpoint lacks would be initialised at random and give plausible-looking
     but meaningless vectors (e.g. a BLIP captioning checkpoint has no retrieval projections),
@@ -32,11 +35,14 @@ def load_pretrained(class_name: str, checkpoint: str, dtype: torch.dtype, device
     """
     import transformers
 
-    model_class = getattr(transformers, class_name)
+    model_class: Any = (
+        getattr(transformers, class_name) if isinstance(class_name, str) else class_name
+    )
+    class_name = model_class.__name__
     # transformers 5 renamed torch_dtype to dtype.
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model, info = model_class.from_pretrained(
-        checkpoint, output_loading_info=True, **{dtype_key: dtype}
+        checkpoint, output_loading_info=True, **{dtype_key: dtype}, **kwargs
     )
     missing = list(info.get("missing_keys") or [])
     if missing:

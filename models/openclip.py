@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmeb.errors import ModelError
 
-from .base import TwoTowerEncoder
+from .two_tower import TwoTowerEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -41,9 +41,7 @@ def open_clip_name(checkpoint: str) -> str:
 
 class OpenCLIPEncoder(TwoTowerEncoder):
     family = "openclip"
-    extra = "clip"
     required_modules = ("torch", "open_clip")
-    default_checkpoint = "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
     model: Any
     preprocess: Any
@@ -57,6 +55,10 @@ class OpenCLIPEncoder(TwoTowerEncoder):
 
     def _local_path(self) -> str:
         return self.checkpoint.removeprefix(LOCAL_DIR)
+
+    def _hub_repo(self) -> str | None:
+        # open_clip resolves hf-hub: ids and its own pretrained tags itself.
+        return None
 
     def _is_local(self) -> bool:
         name = open_clip_name(self.checkpoint)

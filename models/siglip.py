@@ -13,8 +13,6 @@ class SigLIPEncoder(HFTwoTowerEncoder):
     """
 
     family = "siglip"
-    extra = "clip"
     model_class = "SiglipModel"
-    default_checkpoint = "google/siglip-base-patch16-224"
     text_padding = "max_length"
     text_attention_mask = False

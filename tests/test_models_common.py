@@ -20,7 +20,7 @@ from tiny_checkpoints import (
 
 from mmeb.encoder import ALL_MODALITIES, Encoder, encoder_config, encoder_modalities
 from mmeb.errors import ModelError
-from mmeb.models.base import TwoTowerEncoder
+from mmeb.models.two_tower import TwoTowerEncoder
 from mmeb.registry import BUILTIN_MODELS, load_model, registered_models, resolve_factory
 
 # Every built-in two-tower adapter, as the registry lists them: adding one runs these tests.
@@ -233,3 +233,46 @@ def test_mmeb_run_on_the_whole_sample_split(family: str, tiny: Path, tmp_path: P
     assert all(d["counts"]["rows"] == d["counts"]["rows_in_data"] for d in docs)
     assert "| overall (12)" in result.output
     assert "[" in result.output
+
+
+def test_results_name_the_revision_that_was_loaded(
+    family: str, tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local folder is named by a digest of its contents; a Hub id is read from one snapshot
+    at the registry's pinned revision, and the snapshot's commit is recorded."""
+    import dataclasses
+    import shutil
+
+    import huggingface_hub
+
+    import mmeb.registry as registry
+
+    local = load_model(family, checkpoint=str(tiny)).config
+    assert str(local["revision"]).startswith("local-")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    assert load_model(family, checkpoint=str(copy)).config["revision"] == local["revision"]
+    (copy / "README.md").write_text("another file\n")
+    assert load_model(family, checkpoint=str(copy)).config["revision"] != local["revision"]
+    if family == "openclip":
+        return  # open_clip resolves hf-hub: ids itself
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "snapshots" / commit
+    shutil.copytree(tiny, snapshot)
+    asked: list[tuple[str, str | None]] = []
+
+    def fake_snapshot(repo_id: str, *, revision: str | None = None, **_: object) -> str:
+        asked.append((repo_id, revision))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    pinned = "fedcba9876543210fedcba9876543210fedcba98"
+    entries = tuple(dataclasses.replace(e, default_checkpoint="org/tiny", revision=pinned)
+                    if e.name == family else e for e in registry.BUILTIN_MODELS)
+    monkeypatch.setattr(registry, "BUILTIN_MODELS", entries)
+    config = load_model(family).config
+    assert asked == [("org/tiny", pinned)]
+    assert (config["checkpoint"], config["revision"]) == ("org/tiny", commit)
+    load_model(family, checkpoint="org/other")
+    assert asked[-1] == ("org/other", None)  # a checkpoint the user names is not pinned

@@ -10,16 +10,9 @@ import pytest
 
 from mmeb.errors import ModelError
 from mmeb.items import Item
-from mmeb.models.base import (
-    InstructionPolicy,
-    encoder_name,
-    model_text,
-    parse_batch_size,
-    parse_instruction_policy,
-    resolve_device,
-    resolve_dtype,
-)
+from mmeb.models.base import encoder_name, parse_batch_size, resolve_device, resolve_dtype
 from mmeb.models.fusion import Fusion, assemble, combine, parse_fusion, parts_used
+from mmeb.models.two_tower import InstructionPolicy, model_text, parse_instruction_policy
 
 IMAGE = np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float32)
 TEXT = np.array([[0.0, 2.0], [0.0, -5.0]], dtype=np.float32)
