@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,12 @@ def _run_locked(
             _check_same_settings(stored, current, path)
         plan.append((task, source, stored))
 
+    if encoder is None and any(stored is None for _task, _source, stored in plan):
+        if load_encoder is None:
+            raise ResultsError("no encoder given")
+        encoder = load_encoder()
+        _check_reused_encoder(plan, encoder_config(encoder), config)
+
     results: list[dict[str, Any]] = []
     computed: list[str] = []
     skipped: list[str] = []
@@ -253,11 +260,7 @@ def _run_locked(
             skipped.append(task.name)
             echo(f"{task.name}: done earlier ({path})")
             continue
-        if encoder is None:
-            if load_encoder is None:
-                raise ResultsError("no encoder given")
-            encoder = load_encoder()
-            _check_reused_encoder(plan, encoder_config(encoder), config)
+        assert encoder is not None  # loaded above: some task needs computing
         evaluation = evaluate_task(
             encoder, task, data_dir=config.data_dir, image_dir=config.image_dir,
             batch_size=config.batch_size, limit=config.limit, progress=config.progress,
@@ -292,8 +295,10 @@ def _check_reused_encoder(
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+    """A setting as the error shows it: a sha256 by its first 12 digits."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return f"{value[:12]}..."
+    return repr(value)
 
 
 def _check_same_settings(document: dict[str, Any], current: dict[str, Any], path: Path) -> None:
