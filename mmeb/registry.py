@@ -172,7 +172,7 @@ def load_model(
     }
     kwargs.update(model_args or {})
     _check_accepts(factory, kwargs, spec)
-    _check_types(factory, model_args or {}, spec)
+    kwargs.update(_check_types(factory, model_args or {}, spec))
     try:
         encoder = factory(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -233,8 +233,14 @@ _SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_types(factory: Callable[..., Any], model_args: Mapping[str, Any], spec: str) -> None:
-    """Refuse a --model-arg whose value cannot be what the factory's annotation asks for."""
+def _check_types(
+    factory: Callable[..., Any], model_args: Mapping[str, Any], spec: str
+) -> dict[str, Any]:
+    """Refuse a --model-arg whose value cannot be what the factory's annotation asks for.
+
+    Returns the values to pass: a number given for a ``str`` option (``revision=2024``) is
+    passed as the string it was typed as."""
+    coerced: dict[str, Any] = {}
     target: Any = factory
     if isinstance(factory, type):  # the class's own __init__ (parents' options pass unchecked)
         target = next((vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c)),
@@ -242,19 +248,20 @@ def _check_types(factory: Callable[..., Any], model_args: Mapping[str, Any], spe
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
-        return
+        return coerced
     for key, value in model_args.items():
         if key not in params:
             continue
         annotation = params[key].annotation
         name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
         kinds = [k.strip() for k in str(name).split("|")]
-        allowed: tuple[type, ...] = ()
-        for kind in kinds:
-            if kind not in _SIMPLE_TYPES and kind != "None":
-                return  # an annotation we do not model: let the factory judge
-            allowed += _SIMPLE_TYPES.get(kind, ())
-        if value is None and "None" in kinds:
+        if any(kind not in _SIMPLE_TYPES and kind != "None" for kind in kinds):
+            continue  # unannotated, or an annotation we do not model: the factory judges
+        allowed = tuple(t for kind in kinds for t in _SIMPLE_TYPES.get(kind, ()))
+        if not allowed or (value is None and "None" in kinds):
+            continue
+        if str in allowed and not isinstance(value, allowed) and value is not None:
+            coerced[key] = str(value).lower() if isinstance(value, bool) else str(value)
             continue
         ok = isinstance(value, allowed) and not (
             isinstance(value, bool) and bool not in allowed)
@@ -263,6 +270,7 @@ def _check_types(factory: Callable[..., Any], model_args: Mapping[str, Any], spe
                 f"--model-arg {key}={value!r} is {type(value).__name__}, but model {spec!r} "
                 f"takes {key}: {name}; pass a value of that type"
             )
+    return coerced
 
 
 def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class Setup:
     table: str
     startup_s: float  # from process start until it holds the results folder's lock
     work_s: float  # from then until it exits
+    first_s: float  # from the lock until the first result file exists
 
     def command(self, out: Path) -> list[str]:
         return [sys.executable, "-m", "mmeb.cli", "run", "--model", f"{self.encoder}:build",
@@ -84,28 +85,33 @@ def setup(tmp_path_factory) -> Setup:
     colour_t2i(data, get_task("VisDial"), rows=8)
     encoder = base / "slow_encoder.py"
     encoder.write_text(textwrap.dedent(SLOW_ENCODER))
-    partial = Setup(data, encoder, {}, "", 0.0, 0.0)
+    partial = Setup(data, encoder, {}, "", 0.0, 0.0, 0.0)
     out = base / "reference"
     start = time.perf_counter()
     proc = subprocess.Popen(partial.command(out), env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     startup = wait_for_lock(out, proc)
+    first = wait_for(lambda: any((out / "build").glob("*.json")), proc)
     stdout, stderr = proc.communicate(timeout=300)
     wall = time.perf_counter() - start
     assert proc.returncode == 0, stderr
     folder = out / "build"
     reference = {p.name: stable(read_result(p)) for p in folder.glob("*.json")}
     assert sorted(reference) == sorted(f"{t}.json" for t in FAULT_TASKS)
-    return Setup(data, encoder, reference, stdout, startup, wall - startup)
+    return Setup(data, encoder, reference, stdout, startup, wall - startup, first)
+
+
+def wait_for(condition, proc: subprocess.Popen) -> float:
+    """Seconds until ``condition()`` holds (or ``proc`` exits)."""
+    start = time.perf_counter()
+    while not condition() and proc.poll() is None:
+        time.sleep(0.005)
+    return time.perf_counter() - start
 
 
 def wait_for_lock(out: Path, proc: subprocess.Popen) -> float:
     """Seconds until ``proc`` holds the results folder's lock: its work starts then."""
-    start = time.perf_counter()
-    lock = out / ".build.lock"
-    while not lock.exists() and proc.poll() is None:
-        time.sleep(0.005)
-    return time.perf_counter() - start
+    return wait_for((out / ".build.lock").exists, proc)
 
 
 @dataclass
@@ -119,11 +125,15 @@ def kill_and_resume(setup: Setup, out: Path, seed: int) -> Trial:
     rng = random.Random(seed)
     proc = subprocess.Popen(setup.command(out), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    if rng.random() < 0.15:  # now and then during start-up, before the lock is taken
+    moment = rng.random()
+    if moment < 0.1:  # now and then during start-up, before the lock is taken
         time.sleep(rng.uniform(0.0, setup.startup_s))
-    else:  # mostly while it works: inside a task, between tasks, while writing
+    else:
         wait_for_lock(out, proc)
-        time.sleep(rng.uniform(0.0, 1.05 * setup.work_s))
+        if moment < 0.3:  # reading data, loading the model, the first task
+            time.sleep(rng.uniform(0.0, setup.first_s))
+        else:  # mostly among the tasks: inside one, between two, while writing, at the end
+            time.sleep(rng.uniform(setup.first_s, 1.05 * setup.work_s))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     folder = out / "build"

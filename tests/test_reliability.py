@@ -436,6 +436,21 @@ def test_a_bad_model_arg_value_is_one_line(data_dir, tmp_path, arg, message):
                                     "--model-arg", arg)), message)
 
 
+def test_a_number_for_a_string_option_is_passed_as_typed(tmp_path):
+    from mmeb.registry import load_model
+
+    (tmp_path / "named.py").write_text(textwrap.dedent('''
+        from mmeb.random_encoder import RandomEncoder
+        def build(revision: str = "main", dim: int = 8):
+            encoder = RandomEncoder(dim=dim)
+            encoder.config["revision"] = revision
+            return encoder
+    '''))
+    encoder = load_model(f"{tmp_path / 'named.py'}:build",
+                         model_args={"revision": 2024, "dim": 4})
+    assert encoder.config == {"dim": 4, "seed": 0, "revision": "2024"}
+
+
 def test_a_factory_refusing_a_value_is_one_line(data_dir, tmp_path):
     (tmp_path / "strict.py").write_text(textwrap.dedent('''
         from mmeb.random_encoder import RandomEncoder
@@ -482,6 +497,18 @@ def test_a_blocked_model_folder_is_refused_before_the_model_loads(data_dir, tmp_
                                     f"{encoder_file(tmp_path / 'm')}:build")),
                    f"cannot write results to {out / 'build'}", "--output-dir / --name")
     assert not built.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not bind root")
+def test_a_read_only_output_folder_is_refused_before_computing(data_dir, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        one_line_error(invoke(*run_args(data_dir, out, "--model", "random")),
+                       f"cannot write results to {out / 'random'}")
+    finally:
+        out.chmod(0o755)
 
 
 def test_a_full_disk_is_found_before_computing(data_dir, tmp_path, monkeypatch):
