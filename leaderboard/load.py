@@ -112,7 +112,9 @@ def _settings(document: dict[str, Any]) -> dict[str, Any]:
     """What must agree across one model's results: the run fingerprint, the adapter's recorded
     settings and the scoring rules. Batch size and device do not change the numbers."""
     config = document.get("config") or {}
-    return {"model": document.get("model"), **(document.get("fingerprint") or {}),
+    fingerprint = dict(document.get("fingerprint") or {})
+    fingerprint.pop("data_sha256", None)  # each task has its own data
+    return {"model": document.get("model"), **fingerprint,
             "adapter": config.get("adapter"), "scoring": config.get("scoring")}
 
 
@@ -121,7 +123,8 @@ def read_folder(folder: Path, name: str | None = None) -> ModelResults:
     if not paths:
         raise ResultsError(f"no result files in {folder}; run `mmeb run ... --output-dir "
                            f"{folder.parent}` first")
-    documents = [read_result(p) for p in paths]
+    # Reading results never recomputes them, so the advice is about the file, not --overwrite.
+    documents = [read_result(p, fix=f"move it out of {folder}") for p in paths]
     return ModelResults.from_documents(name or folder.name, documents, paths, folder)
 
 

@@ -27,7 +27,8 @@ def _one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MMEBError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # Messages quote library errors, some of which span lines (pyarrow's do).
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]

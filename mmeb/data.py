@@ -70,12 +70,44 @@ def read_rows(task: TaskSpec, source: DataSource) -> Any:
         digest.update(data)
         try:
             parquet = pq.ParquetFile(pa.BufferReader(data))
-        except (OSError, pa.ArrowInvalid) as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
         _check_schema(task, file, parquet.schema_arrow)
-        tables.append(parquet.read(columns=list(EVAL_COLUMNS)).cast(target))
+        try:  # a valid footer says nothing about the data pages after it
+            table = parquet.read(columns=list(EVAL_COLUMNS)).cast(target)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"{task.name}: cannot read the rows of {file} ({exc}); the file is damaged: "
+                "re-download it"
+            ) from None
+        _check_utf8(task, file, table)
+        tables.append(table)
     source.sha256 = digest.hexdigest()
     return pa.concat_tables(tables)
+
+
+def parquet_sha256(files: list[Path]) -> str:
+    """The sha256 :func:`read_rows` records for ``files``, from their bytes alone (no parsing)."""
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_utf8(task: TaskSpec, file: Path, table: Any) -> None:
+    """Parquet readers pass string bytes through unchecked; bad UTF-8 would fail much later."""
+    import pyarrow as pa
+
+    for name in table.column_names:
+        try:
+            table.column(name).validate(full=True)
+        except pa.ArrowInvalid as exc:
+            raise DataError(
+                f"{task.name}: {file} column {name!r} is not valid UTF-8 ({exc}); re-encode "
+                "the file's text as UTF-8"
+            ) from None
 
 
 def _check_schema(task: TaskSpec, file: Path, schema: Any) -> None:
@@ -114,6 +146,7 @@ class _ItemMaker:
                     origin=f"{self.task.name} {origin}")
 
     def _resolve(self, rel_path: str, origin: str) -> str:
+        # Paths arrive normalised by _factorize (one spelling per image), so this join is exact.
         # normpath, not realpath: the check is about "../" in the data, and resolving every
         # path through the file system would cost more than reading the rows.
         path = os.path.normpath(os.path.join(self.root, rel_path))
@@ -123,6 +156,11 @@ class _ItemMaker:
                 f"root {self.root}"
             )
         if not os.path.isfile(path):
+            if not os.path.isdir(self.root):
+                raise DataError(
+                    f"{self.task.name} {origin}: the image folder {self.root} does not exist "
+                    "(extract images.zip there, or pass --image-dir)"
+                )
             raise DataError(
                 f"{self.task.name} {origin}: image not found: {path} (extract the images there "
                 "or pass --image-dir)"
@@ -131,7 +169,9 @@ class _ItemMaker:
 
 
 def _factorize(texts: Any, paths: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of unique (text, path) pairs in order of first appearance, and those positions."""
+    """Codes of unique (text, path) pairs in order of first appearance, and those positions.
+
+    ``paths`` are compared as strings: pass them through :func:`normalize_paths` first."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -143,6 +183,25 @@ def _factorize(texts: Any, paths: Any) -> tuple[np.ndarray, np.ndarray]:
     codes = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
     _, first = np.unique(codes, return_index=True)  # dictionary order = first appearance
     return codes, first
+
+
+def normalize_paths(paths: Any) -> Any:
+    """One spelling per image path (``a/./x.png``, ``a//x.png`` -> ``a/x.png``; null -> "").
+
+    Only the distinct strings are normalised, then mapped back through their dictionary codes,
+    so the cost follows the number of distinct paths, not of rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(paths, pa.ChunkedArray):
+        paths = paths.combine_chunks()
+    encoded = pc.fill_null(paths, "").dictionary_encode()
+    spelled = encoded.dictionary.to_pylist()
+    normal = [os.path.normpath(p) if p else "" for p in spelled]
+    if normal == spelled:
+        return encoded.dictionary.take(encoded.indices)
+    return pa.array(normal, pa.large_string()).take(encoded.indices)
 
 
 def build_inputs(
@@ -170,12 +229,13 @@ def build_inputs(
 
     qry_text = table.column("qry_text").combine_chunks()
     qry_path = table.column("qry_img_path").combine_chunks()
-    query_index, query_first = _factorize(qry_text, qry_path)
+    qry_norm = normalize_paths(qry_path)  # image identity must not depend on its spelling
+    query_index, query_first = _factorize(qry_text, qry_norm)
     make_query = _ItemMaker(task, image_root, task.query_instruction)
-    queries = [make_query(qry_text[i].as_py() or "", qry_path[i].as_py() or "",
+    queries = [make_query(qry_text[i].as_py() or "", qry_norm[i].as_py(),
                           f"row {i} query") for i in query_first.tolist()]
 
-    flat_text, flat_path = tgt_text.flatten(), tgt_path.flatten()
+    flat_text, flat_path = tgt_text.flatten(), normalize_paths(tgt_path.flatten())
     codes, target_first = _factorize(flat_text, flat_path)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     row_of = np.repeat(np.arange(n), lengths)
@@ -183,8 +243,10 @@ def build_inputs(
     targets = []
     for pos in target_first.tolist():
         row = int(row_of[pos])
-        targets.append(make_target(flat_text[pos].as_py() or "", flat_path[pos].as_py() or "",
+        targets.append(make_target(flat_text[pos].as_py() or "", flat_path[pos].as_py(),
                                    f"row {row} candidate {pos - offsets[row]}"))
+    _check_not_empty(queries)
+    _check_not_empty(targets)
 
     # Keep the first occurrence of each (row, code) pair, in the row's own order.
     _, first_in_row = np.unique(row_of * len(target_first) + codes, return_index=True)
@@ -198,6 +260,17 @@ def build_inputs(
     stats = {"duplicate_candidates_dropped": int(len(codes) - keep.sum()),
              "instruction_unparsed_queries": sum(q.instruction is None for q in queries)}
     return TaskInputs(task, queries, targets, query_index, candidates, total, stats)
+
+
+def _check_not_empty(items: list[Item]) -> None:
+    """An input with neither text nor image would be encoded as whatever the model makes of
+    nothing; refuse it before encoding, naming the first such row."""
+    for item in items:
+        if not item.has_image and not item.text.strip():
+            raise DataError(
+                f"{item.origin}: empty input (no text and no image; raw string {item.raw!r}); "
+                "fix or drop the row in the data"
+            )
 
 
 def _check_lengths(task: TaskSpec, lengths: np.ndarray, path_lengths: np.ndarray) -> None:
@@ -219,7 +292,10 @@ def load_task_inputs(
     data_dir: str | os.PathLike[str] | None = None,
     image_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    source: DataSource | None = None,
 ) -> tuple[TaskInputs, DataSource]:
-    source = resolve_source(task, data_dir=data_dir, image_dir=image_dir)
+    """Rows of ``task`` as :class:`TaskInputs`; ``source`` when the caller resolved it already."""
+    if source is None:
+        source = resolve_source(task, data_dir=data_dir, image_dir=image_dir)
     rows = read_rows(task, source)
     return build_inputs(task, rows, source.image_root, limit), source

@@ -24,6 +24,7 @@ from mmeb.metrics import (
     rank_counts,
     summarize_metrics,
 )
+from mmeb.sources import DataSource
 from mmeb.tasks import TaskSpec
 
 log = logging.getLogger("mmeb")
@@ -84,7 +85,7 @@ def encode_in_batches(
     try:
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
-            out = _to_numpy(encoder.encode(batch, side=side, task=task))
+            out = _to_numpy(encoder.encode(batch, side=side, task=task), encoder, side, task)
             if out.ndim != 2 or out.shape[0] != len(batch):
                 raise ModelError(
                     f"model {encoder.name!r} returned shape {out.shape} for {len(batch)} "
@@ -95,11 +96,7 @@ def encode_in_batches(
                     f"model {encoder.name!r} returned {out.shape[1]}-d vectors after "
                     f"{chunks[0].shape[1]}-d ones on {task.name}"
                 )
-            if not np.isfinite(out).all():
-                raise ModelError(
-                    f"model {encoder.name!r} returned NaN or infinite values for {side} items "
-                    f"of {task.name} (first: {batch[0].origin}); check --dtype"
-                )
+            _check_vectors(out, batch, encoder, side, task)
             chunks.append(out)
             bar.update(len(batch))
     finally:
@@ -107,10 +104,47 @@ def encode_in_batches(
     return l2_normalize(np.concatenate(chunks, axis=0))
 
 
-def _to_numpy(out: Any) -> np.ndarray:
+def _to_numpy(out: Any, encoder: Encoder, side: Side, task: TaskSpec) -> np.ndarray:
     if hasattr(out, "detach"):  # a torch tensor; avoid importing torch here
         out = out.detach().float().cpu().numpy()
-    return np.asarray(out, dtype=np.float64)
+    try:
+        return np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # ragged lists, None, strings...
+        raise ModelError(
+            f"model {encoder.name!r} returned {type(out).__name__} that is not an (n, d) array "
+            f"of numbers for {side} items of {task.name} ({exc}); return one equal-length "
+            "vector per item"
+        ) from None
+
+
+def _check_vectors(
+    out: np.ndarray, batch: Sequence[Item], encoder: Encoder, side: Side, task: TaskSpec
+) -> None:
+    """Refuse vectors that cosine similarity cannot rank: scoring them would print a number
+    that means nothing (an all-zero target ties with everything, a NaN with nothing)."""
+    def fail(problem: str, rows: np.ndarray, fix: str) -> None:
+        first = batch[int(np.flatnonzero(rows)[0])].origin
+        raise ModelError(
+            f"model {encoder.name!r} returned {problem} for {int(rows.sum())} {side} item(s) "
+            f"of {task.name} (first: {first}); {fix}"
+        )
+
+    if out.shape[1] == 0:
+        raise ModelError(
+            f"model {encoder.name!r} returned zero-width (d=0) vectors for {side} items of "
+            f"{task.name}; an embedding needs at least one dimension"
+        )
+    not_finite = ~np.isfinite(out).all(axis=1)
+    if not_finite.any():
+        fail("NaN or infinite values", not_finite, "check --dtype")
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(out, axis=1)
+    if not np.isfinite(norms).all():
+        fail("vectors whose norm overflows float64", ~np.isfinite(norms),
+             "scale the outputs down")
+    if (norms == 0).any():
+        fail("all-zero (or vanishingly small) vectors", norms == 0,
+             "an empty input or a broken pooling gives no direction to rank by")
 
 
 def evaluate_inputs(
@@ -189,10 +223,13 @@ def evaluate_task(
     batch_size: int = 32,
     limit: int | None = None,
     progress: bool = True,
+    source: DataSource | None = None,
 ) -> Evaluation:
-    """Load ``task`` (local dir, sample suite or Hub cache), encode and score it."""
+    """Load ``task`` (local dir, sample suite or Hub cache, or ``source`` when the caller has
+    resolved it already), encode and score it."""
     start = time.perf_counter()
-    inputs, source = load_task_inputs(task, data_dir=data_dir, image_dir=image_dir, limit=limit)
+    inputs, source = load_task_inputs(task, data_dir=data_dir, image_dir=image_dir, limit=limit,
+                                      source=source)
     load_s = time.perf_counter() - start
     result = evaluate_inputs(encoder, inputs, batch_size=batch_size, progress=progress)
     result.timings = {"load_s": load_s, **result.timings}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from mmeb.errors import DataError
@@ -72,12 +73,19 @@ def extract_zip(archive: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        with zipfile.ZipFile(archive) as zf:
-            root = tmp.resolve()
-            for member in zf.namelist():
-                if not (root / member).resolve().is_relative_to(root):
-                    raise DataError(f"{archive}: member {member!r} would extract outside {target}")
-            zf.extractall(tmp)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                root = tmp.resolve()
+                for member in zf.namelist():
+                    if not (root / member).resolve().is_relative_to(root):
+                        raise DataError(
+                            f"{archive}: member {member!r} would extract outside {target}")
+                zf.extractall(tmp)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"{archive} is damaged ({exc}), e.g. by an interrupted download; delete it and "
+                "run `mmeb download` again"
+            ) from None
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -54,24 +55,10 @@ class Item:
     def image(self) -> PILImage.Image | None:
         """The image as RGB PIL image, read from disk on each access (None for text items)."""
         if self.pil_image is not None:
-            return self.pil_image.convert("RGB")
+            return to_rgb(self.pil_image)
         if self.image_path is None:
             return None
-        from PIL import Image, UnidentifiedImageError
-
-        where = f"{self.origin}: " if self.origin else ""
-        try:
-            with Image.open(self.image_path) as img:
-                return img.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(
-                f"{where}image not found: {self.image_path} (re-extract the images or pass "
-                "--image-dir)"
-            ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise DataError(
-                f"{where}cannot read image {self.image_path} ({exc}); replace or re-download it"
-            ) from None
+        return load_image(self.image_path, self.origin)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -80,3 +67,69 @@ class Item:
             digest = hashlib.sha1(self.pil_image.tobytes()).hexdigest()
             return (self.raw, f"pil:{digest}")
         return (self.raw, self.image_path or "")
+
+
+#: Modes whose pixels carry transparency; composited on white like the transformers image
+#: processors do, so a transparent background does not turn black.
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def load_image(path: str, origin: str = "") -> PILImage.Image:
+    """Read ``path`` as an RGB image; every unreadable file is a one-line DataError.
+
+    Pillow's decompression-bomb guard stays on: an image of more than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused, naming the file, instead of filling memory.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    where = f"{origin}: " if origin else ""
+    try:
+        with warnings.catch_warnings():
+            # Between MAX_IMAGE_PIXELS and twice that Pillow only warns; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return to_rgb(img)
+    except FileNotFoundError:
+        raise DataError(
+            f"{where}image not found: {path} (re-extract the images or pass --image-dir)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{where}image {path} is too large to decode safely ({exc}); replace it with a "
+            "smaller copy"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            f"{where}cannot read image {path} ({exc}); replace or re-download it"
+        ) from None
+
+
+def to_rgb(img: PILImage.Image) -> PILImage.Image:
+    """Convert any Pillow mode to 8-bit RGB without losing the picture.
+
+    Pillow's own ``convert("RGB")`` clips 16- and 32-bit grayscale at 255 (a 16-bit scan comes
+    out almost white), and drops alpha (transparent areas take whatever colour is stored under
+    them). Integer grayscale is rescaled to 0..255 instead, and transparency is composited on
+    white. CMYK, palette, 1-bit and the other modes use Pillow's conversion.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I"):  # "I" (32-bit) and "I;16", "I;16B", "I;16L", "I;16N"
+        import numpy as np
+
+        pixels = np.asarray(img, dtype=np.float64)
+        brightest = float(pixels.max(initial=0.0))
+        # 16-bit modes span 0..65535; a 32-bit "I" image is scaled by the range its values use
+        # (8-bit, 16-bit, else its own maximum), since the mode does not say.
+        if mode.startswith("I;16") or 255 < brightest <= 65535:
+            top = 65535.0
+        else:
+            top = 255.0 if brightest <= 255 else brightest
+        scaled = np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")

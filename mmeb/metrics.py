@@ -126,7 +126,17 @@ def chance_hit1(counts: RankCounts) -> float:
     return float(np.mean(1.0 / counts.num_candidates))
 
 
+#: Fewer queries than this never earn a chance-level warning: too few to tell anything apart.
+MIN_ROWS_FOR_CHANCE = 10
+
+
 def near_chance(hit1: float, chance: float, rows: int) -> bool:
-    """True when hit@1 is not clearly above chance (within three standard errors)."""
-    stderr = np.sqrt(max(chance * (1 - chance), 1e-12) / max(rows, 1))
-    return hit1 <= chance + 3 * stderr
+    """True when hit@1 is not clearly above chance (within three standard errors), judged only
+    on a sample that can tell: at least :data:`MIN_ROWS_FOR_CHANCE` queries, and enough that a
+    perfect score would itself lie clearly above chance. (``--limit 2`` on a two-candidate task
+    cannot tell a perfect encoder from a coin, so it is not flagged.)"""
+    stderr = float(np.sqrt(max(chance * (1 - chance), 1e-12) / max(rows, 1)))
+    threshold = chance + 3 * stderr
+    if rows < MIN_ROWS_FOR_CHANCE or threshold >= 1.0:
+        return False
+    return hit1 <= threshold

@@ -8,6 +8,7 @@ user sets them, plus every ``--model-arg key=value``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -177,6 +178,24 @@ def _load_file(path: str) -> Any:
     return module
 
 
+def model_identity(spec: str) -> dict[str, str]:
+    """What names the model's code in a run's fingerprint.
+
+    A ``file.py:factory`` spec is recorded by the file's absolute path and the sha256 of its
+    content, so the same relative spec run from another folder, or the file edited in place,
+    never reuses the other code's results. Registered names and module paths are recorded as
+    given (their code is versioned with the installed packages, recorded in every result).
+    """
+    location, _, attr = spec.rpartition(":")
+    if spec in registered_models() or not location.endswith(".py"):
+        return {"model": spec}
+    file = Path(location)
+    if not file.is_file():
+        raise ModelError(f"model file not found: {location}")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return {"model": f"{file.resolve()}:{attr}", "model_sha256": digest}
+
+
 def load_model(
     spec: str,
     *,
@@ -192,7 +211,18 @@ def load_model(
     }
     kwargs.update(model_args or {})
     _check_accepts(factory, kwargs, spec)
-    encoder = factory(**kwargs)
+    kwargs.update(_check_types(factory, model_args or {}, spec))
+    try:
+        encoder = factory(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if not model_args:
+            raise
+        # A factory that converts an option (int(dim)) fails on a bad value; name the options.
+        given = " ".join(f"{k}={v!r}" for k, v in model_args.items())
+        raise ModelError(
+            f"model {spec!r} refused --model-arg {given} ({type(exc).__name__}: {exc}); "
+            "check the values' types"
+        ) from None
     if not isinstance(encoder, Encoder):
         raise ModelError(
             f"--model {spec} returned {type(encoder).__name__}, which lacks a `name` attribute "
@@ -234,6 +264,52 @@ def _check_accepts(factory: Callable[..., Any], kwargs: Mapping[str, Any], spec:
         named = ", ".join(option.get(k, f"--model-arg {k}=...") for k in unknown)
         accepted = ", ".join(params) or "nothing"
         raise ModelError(f"model {spec!r} does not take {named} (it accepts: {accepted})")
+
+
+#: Annotations a --model-arg value is checked against (strings: annotations are often lazy).
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+}
+
+
+def _check_types(
+    factory: Callable[..., Any], model_args: Mapping[str, Any], spec: str
+) -> dict[str, Any]:
+    """Refuse a --model-arg whose value cannot be what the factory's annotation asks for.
+
+    Returns the values to pass: a number given for a ``str`` option (``revision=2024``) is
+    passed as the string it was typed as."""
+    coerced: dict[str, Any] = {}
+    target: Any = factory
+    if isinstance(factory, type):  # the class's own __init__ (parents' options pass unchecked)
+        target = next((vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c)),
+                      factory)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return coerced
+    for key, value in model_args.items():
+        if key not in params:
+            continue
+        annotation = params[key].annotation
+        name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        kinds = [k.strip() for k in str(name).split("|")]
+        if any(kind not in _SIMPLE_TYPES and kind != "None" for kind in kinds):
+            continue  # unannotated, or an annotation we do not model: the factory judges
+        allowed = tuple(t for kind in kinds for t in _SIMPLE_TYPES.get(kind, ()))
+        if not allowed or (value is None and "None" in kinds):
+            continue
+        if str in allowed and not isinstance(value, allowed) and value is not None:
+            coerced[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            continue
+        ok = isinstance(value, allowed) and not (
+            isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            raise ModelError(
+                f"--model-arg {key}={value!r} is {type(value).__name__}, but model {spec!r} "
+                f"takes {key}: {name}; pass a value of that type"
+            )
+    return coerced
 
 
 def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import json
 import os
 import platform
 import re
+import secrets
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,17 +68,29 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: Temporary files of write_json_atomic: ``.<name>.<pid>-<random>.tmp`` next to the result.
+TEMPORARY_GLOB = ".*.tmp"
+
+
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half."""
+    """Write to a temporary file in the same folder, then rename: readers never see half.
+
+    The file is created with mode 0666 filtered by the umask (0644 usually), like any file the
+    user writes; the data is flushed to disk before the rename, so a crash leaves either the old
+    file or the new one, never a truncated one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2, sort_keys=False)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -142,21 +154,73 @@ def decode_outcomes(document: dict[str, Any], path: Path | str = "result") -> Ra
     return RankCounts(above, tied, candidates)
 
 
-def read_result(path: Path) -> dict[str, Any]:
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files a killed writer left in ``folder``; call only as its one writer."""
+    removed = []
+    for tmp in folder.glob(TEMPORARY_GLOB):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+_RERUN_FIX = "delete it or pass --overwrite"
+
+
+def read_result(path: Path, fix: str = _RERUN_FIX) -> dict[str, Any]:
+    """One result file, checked to be a result; ``fix`` is the advice for a bad one."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(
-            f"cannot read result {path} ({exc}); delete it or pass --overwrite"
-        ) from None
-    if not isinstance(document, dict) or "task" not in document or "metrics" not in document:
-        raise ResultsError(f"{path} is not an mmeb result file; delete it or pass --overwrite")
-    return document
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"cannot read result {path} ({exc}); {fix}") from None
+    problem = _result_problem(document)
+    if problem:
+        raise ResultsError(f"{path} is not an mmeb result file ({problem}); {fix}")
+    return document  # type: ignore[no-any-return]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _result_problem(document: Any) -> str | None:
+    """What makes ``document`` unusable as a result, or None (the fields tables rely on)."""
+    if not isinstance(document, dict):
+        return f"a JSON {type(document).__name__}, not an object"
+    if not isinstance(document.get("task"), str) or not document["task"]:
+        return "no task name"
+    metrics = document.get("metrics")
+    if not isinstance(metrics, dict):
+        return "no metrics object"
+    bad = [k for k, v in metrics.items() if not _is_number(v)]
+    if bad:
+        return f"metric {bad[0]!r} is not a number"
+    for key in ("meta_task", "role", "split", "model"):
+        if document.get(key) is not None and not isinstance(document[key], str):
+            return f"{key!r} is not a string"
+    if document.get("chance") is not None and not _is_number(document["chance"]):
+        return "'chance' is not a number"
+    if not isinstance(document.get("counts", {}), dict):
+        return "'counts' is not an object"
+    return None
 
 
 def load_results(folder: Path) -> list[dict[str, Any]]:
-    """Every result file directly inside ``folder`` (one model's results)."""
-    return [read_result(p) for p in sorted(folder.glob("*.json"))]
+    """Every result file directly inside ``folder`` (one model's results), one per task."""
+    fix = f"move it out of {folder}"
+    results: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.json")):
+        document = read_result(path, fix)
+        task = document["task"]
+        if task in seen:
+            raise ResultsError(
+                f"{seen[task].name} and {path.name} in {folder} are both results for task "
+                f"{task}; keep one (a mean must count each task once)"
+            )
+        seen[task] = path
+        results.append(document)
+    return results
 
 
 @dataclass
@@ -186,7 +250,15 @@ def summarize(results: list[dict[str, Any]], metric: str = MAIN_METRIC) -> Summa
     """Aggregate one model's task results the way the paper does."""
     if not results:
         raise ResultsError("no results to summarise")
-    per_task = {r["task"]: float(r["metrics"][metric]) for r in results}
+    per_task: dict[str, float] = {}
+    for r in results:
+        if r["task"] in per_task:
+            raise ResultsError(
+                f"two results for task {r['task']}; each task may count once in a summary"
+            )
+        if not _is_number(r["metrics"].get(metric)):
+            raise ResultsError(f"the result for task {r['task']} has no metric {metric!r}")
+        per_task[r["task"]] = float(r["metrics"][metric])
     meta = {m: _mean([per_task[r["task"]] for r in results if r.get("meta_task") == m])
             for m in META_TASKS}
     return Summary(

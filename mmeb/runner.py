@@ -7,16 +7,21 @@ was produced with the same settings (its fingerprint); otherwise the run stops a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmeb.data import parquet_sha256
 from mmeb.encoder import Encoder, encoder_config
 from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
+from mmeb.registry import model_identity
 from mmeb.results import (
     SCHEMA_VERSION,
     Summary,
@@ -24,11 +29,14 @@ from mmeb.results import (
     format_summary,
     package_versions,
     read_result,
+    remove_temporaries,
     result_path,
+    safe_name,
     summarize,
     utc_now,
     write_json_atomic,
 )
+from mmeb.sources import DataSource, resolve_source
 from mmeb.tasks import TaskSpec
 
 
@@ -58,9 +66,12 @@ class RunConfig:
         return base
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that change the numbers (device and batch size do not)."""
+        """The settings that change the numbers (device and batch size do not).
+
+        A stored result also records its data's sha256 and the encoder's config; see
+        :func:`data_and_encoder`."""
         return {
-            "model": self.model,
+            **model_identity(self.model),
             "checkpoint": self.checkpoint,
             "model_args": dict(sorted(self.model_args.items())),
             "dtype": self.dtype,
@@ -84,16 +95,66 @@ class RunOutcome:
         return format_summary(self.summary, self.results, fmt)
 
 
+#: Less free space than this in the results folder is a full disk (a result is a few KiB).
+MIN_FREE_BYTES = 1 << 20
+#: Bytes the probe writes and syncs: enough that a full disk fails the probe, not the result.
+_PROBE_BYTES = 64 << 10
+LOCK_SUFFIX = ".lock"
+
+
 def check_writable(folder: Path) -> None:
+    """Make sure results can be written to ``folder`` before anything is computed."""
+    probe = folder / ".mmeb-write-test"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".mmeb-write-test"
-        probe.write_text("")
-        probe.unlink()
+        free = os.statvfs(folder)
+        if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "no space left on the device")
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * _PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
     except OSError as exc:
         raise ResultsError(
-            f"cannot write results to {folder} ({exc.strerror or exc}); choose --output-dir"
+            f"cannot write results to {folder} ({exc.strerror or exc}); free space, fix the "
+            "permissions or choose another --output-dir / --name"
         ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for this process alone: one writer per results folder.
+
+    An ``flock`` on ``.<folder>.lock`` beside the folder (so the folder holds only results);
+    the kernel drops it when the holder exits, however it dies, so the lock of a killed run is
+    free for the next one without any clean-up. The file keeps the holder's pid, for the message
+    a second run gets.
+    """
+    import fcntl
+
+    lock = folder.parent / f".{folder.name}{LOCK_SUFFIX}"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ResultsError(f"cannot create {lock} ({exc.strerror or exc}); choose another "
+                           "--output-dir / --name") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ResultsError(
+                f"{folder} is in use by another mmeb run (pid {holder}); wait for it to finish, "
+                "or use another --output-dir / --name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def build_document(
@@ -121,7 +182,7 @@ def build_document(
             "dtype": config.dtype,
             "scoring": SCORING_CONFIG,
         },
-        "fingerprint": config.fingerprint(),
+        "fingerprint": {**config.fingerprint(), **data_and_encoder(evaluation, encoder)},
         "dataset": evaluation.dataset,
         "versions": package_versions(),
         "timings": evaluation.timings,
@@ -129,6 +190,13 @@ def build_document(
         **({"outcomes": encode_outcomes(evaluation.outcomes)}
            if evaluation.outcomes is not None else {}),
     }
+
+
+def data_and_encoder(evaluation: Evaluation, encoder: Encoder) -> dict[str, Any]:
+    """The fingerprint entries known once a task is computed: its data and the encoder's own
+    settings."""
+    return {"data_sha256": evaluation.dataset.get("sha256"),
+            "encoder_config": encoder_config(encoder)}
 
 
 def run(
@@ -139,48 +207,113 @@ def run(
     load_encoder: Callable[[], Encoder] | None = None,
     echo: Callable[[str], None] = lambda _msg: None,
 ) -> RunOutcome:
-    """Evaluate ``tasks`` in order; the encoder is built only if some task needs computing."""
+    """Evaluate ``tasks`` in order; the encoder is built only if some task needs computing.
+
+    Before anything is loaded or computed: the results folder is checked writable and locked,
+    every task's data is found, and each stored result is checked against the current
+    settings, data and (when known) encoder config. Then the model is loaded, if needed.
+    """
     if not tasks:
         raise ResultsError("no tasks selected")
-    output_dir = Path(config.output_dir)
-    check_writable(output_dir)
+    names = [t.name for t in tasks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ResultsError(f"task {repeated[0]} is listed twice; list each task once")
+    folder = Path(config.output_dir) / safe_name(config.model_id)
+    check_writable(folder)
+    with folder_lock(folder):
+        remove_temporaries(folder)  # left by a killed run; this process is the only writer now
+        return _run_locked(config, tasks, encoder, load_encoder, echo)
+
+
+def _run_locked(
+    config: RunConfig,
+    tasks: Sequence[TaskSpec],
+    encoder: Encoder | None,
+    load_encoder: Callable[[], Encoder] | None,
+    echo: Callable[[str], None],
+) -> RunOutcome:
+    settings = config.fingerprint()
+    plan: list[tuple[TaskSpec, DataSource, dict[str, Any] | None]] = []
+    for task in tasks:
+        source = resolve_source(task, data_dir=config.data_dir, image_dir=config.image_dir)
+        path = result_path(Path(config.output_dir), config.model_id, task.name)
+        stored = None
+        if path.exists() and not config.overwrite:
+            stored = read_result(path)
+            current = {**settings, "data_sha256": parquet_sha256(source.parquet_files)}
+            if encoder is not None:
+                current["encoder_config"] = encoder_config(encoder)
+            _check_same_settings(stored, current, path)
+        plan.append((task, source, stored))
+
+    if encoder is None and any(stored is None for _task, _source, stored in plan):
+        if load_encoder is None:
+            raise ResultsError("no encoder given")
+        encoder = load_encoder()
+        _check_reused_encoder(plan, encoder_config(encoder), config)
+
     results: list[dict[str, Any]] = []
     computed: list[str] = []
     skipped: list[str] = []
-    for task in tasks:
-        path = result_path(output_dir, config.model_id, task.name)
-        if path.exists() and not config.overwrite:
-            document = read_result(path)
-            _check_same_settings(document, config, path)
-            results.append(document)
+    for task, source, stored in plan:
+        path = result_path(Path(config.output_dir), config.model_id, task.name)
+        if stored is not None:
+            results.append(stored)
             skipped.append(task.name)
             echo(f"{task.name}: done earlier ({path})")
             continue
-        if encoder is None:
-            if load_encoder is None:
-                raise ResultsError("no encoder given")
-            encoder = load_encoder()
+        assert encoder is not None  # loaded above: some task needs computing
         evaluation = evaluate_task(
             encoder, task, data_dir=config.data_dir, image_dir=config.image_dir,
             batch_size=config.batch_size, limit=config.limit, progress=config.progress,
+            source=source,
         )
         document = build_document(evaluation, config, encoder)
-        write_json_atomic(path, document)
+        try:
+            write_json_atomic(path, document)
+        except OSError as exc:
+            raise ResultsError(
+                f"cannot write {path} ({exc.strerror or exc}): {task.name} was computed "
+                f"({MAIN_METRIC} {100 * evaluation.main_score:.2f}%) but not saved, and nothing "
+                "half-written was left; free space and rerun (finished tasks are kept)"
+            ) from None
         results.append(document)
         computed.append(task.name)
         echo(f"{task.name}: {MAIN_METRIC} {100 * evaluation.main_score:.1f}% -> {path}")
     return RunOutcome(results, computed, skipped)
 
 
-def _check_same_settings(document: dict[str, Any], config: RunConfig, path: Path) -> None:
+def _check_reused_encoder(
+    plan: Sequence[tuple[TaskSpec, DataSource, dict[str, Any] | None]],
+    current: dict[str, Any],
+    config: RunConfig,
+) -> None:
+    """Results reused before the model was loaded must come from an encoder with its config."""
+    for task, _source, stored in plan:
+        if stored is None:
+            continue
+        path = result_path(Path(config.output_dir), config.model_id, task.name)
+        _check_same_settings(stored, {**stored["fingerprint"], "encoder_config": current}, path)
+
+
+def _short(value: Any) -> str:
+    """A setting as the error shows it: a sha256 by its first 12 digits."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return f"{value[:12]}..."
+    return repr(value)
+
+
+def _check_same_settings(document: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """``current`` must equal the stored fingerprint on every key it holds (a key it lacks,
+    like the config of an encoder not loaded yet, is checked once it is known)."""
     stored = document.get("fingerprint")
-    current = config.fingerprint()
-    if stored == current:
-        return
     if not isinstance(stored, dict):
         raise ResultsError(f"{path} records no run settings; pass --overwrite to recompute it")
-    changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-    detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    changed = sorted(k for k in current if stored.get(k) != current[k])
+    if not changed:
+        return
+    detail = ", ".join(f"{k}: {_short(stored.get(k))} -> {_short(current[k])}" for k in changed)
     raise ResultsError(
         f"{path} was computed with other settings ({detail}); pass --overwrite to recompute "
         "or use another --output-dir / --name"

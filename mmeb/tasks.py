@@ -89,7 +89,8 @@ def select_tasks(
         wanted = [n.strip() for n in names if n.strip()]
         if not wanted:
             raise MMEBError("--tasks names no task; pass comma-separated task names")
-        tasks = tuple(get_task(n) for n in wanted)
+        # A task named twice runs once: a repeat would count twice in every mean.
+        tasks = tuple(dict.fromkeys(get_task(n) for n in wanted))
     else:
         tasks = get_collection(split or "eval")
     if meta_task:
