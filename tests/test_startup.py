@@ -1,0 +1,36 @@
+"""What `mmeb run` loads: nothing it does not use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# Runs the real command in a fresh interpreter, then reports which modules got imported.
+WRAPPER = """
+import json, sys
+from mmeb.cli import main
+try:
+    main(sys.argv[2:], prog_name="mmeb")
+except SystemExit as exc:
+    code = exc.code
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def test_mmeb_run_on_the_sample_suite_does_not_import_pandas(tmp_path: Path) -> None:
+    report = tmp_path / "modules.json"
+    subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(report), "run", "--model", "random", "--split",
+         "sample", "--tasks", "Sample-Shapes,Sample-Caption-t2i", "--limit", "20",
+         "--output-dir", str(tmp_path / "out"), "--no-progress"],
+        check=True, capture_output=True, text=True,
+    )
+    loaded = json.loads(report.read_text())
+    assert loaded["code"] in (0, None)
+    assert (tmp_path / "out" / "random" / "Sample-Shapes.json").exists()
+    top = {name.partition(".")[0] for name in loaded["modules"]}
+    assert "pyarrow" in top  # the run did read parquet rows
+    assert not top & {"pandas", "torch", "transformers"}
