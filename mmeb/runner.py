@@ -17,6 +17,7 @@ from mmeb.encoder import Encoder, encoder_config
 from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
+from mmeb.prefetch import DEFAULT_WORKERS
 from mmeb.results import (
     SCHEMA_VERSION,
     Summary,
@@ -28,6 +29,7 @@ from mmeb.results import (
     utc_now,
     write_json_atomic,
 )
+from mmeb.shard import current_group
 from mmeb.tasks import TaskSpec
 
 
@@ -46,6 +48,8 @@ class RunConfig:
     overwrite: bool = False
     name: str | None = None  # results folder name; derived from model + checkpoint if unset
     progress: bool = True
+    prefetch: int = DEFAULT_WORKERS  # image-decoding threads, one batch ahead (0: off)
+    cache_dir: str | None = None  # embedding cache (mmeb.embcache); None: no cache
 
     @property
     def model_id(self) -> str:
@@ -136,17 +140,27 @@ def run(
     load_encoder: Callable[[], Encoder] | None = None,
     echo: Callable[[str], None] = lambda _msg: None,
 ) -> RunOutcome:
-    """Evaluate ``tasks`` in order; the encoder is built only if some task needs computing."""
+    """Evaluate ``tasks`` in order; the encoder is built only if some task needs computing.
+
+    Under torchrun every process runs this; rank 0 alone reads and writes ``output_dir`` and
+    decides which tasks to compute, the others only help encode (their outcome lists nothing).
+    """
     if not tasks:
         raise ResultsError("no tasks selected")
+    group = current_group()
     output_dir = Path(config.output_dir)
-    check_writable(output_dir)
+    if group.is_writer:
+        check_writable(output_dir)
     results: list[dict[str, Any]] = []
     computed: list[str] = []
     skipped: list[str] = []
+    cache = None
     for task in tasks:
         path = result_path(output_dir, config.model_id, task.name)
-        if path.exists() and not config.overwrite:
+        done = group.broadcast(group.is_writer and path.exists() and not config.overwrite)
+        if done and not group.is_writer:
+            continue
+        if done:
             document = read_result(path)
             _check_same_settings(document, config, path)
             results.append(document)
@@ -157,10 +171,19 @@ def run(
             if load_encoder is None:
                 raise ResultsError("no encoder given")
             encoder = load_encoder()
+        if cache is None and config.cache_dir is not None:
+            from mmeb.encoding import open_cache
+
+            cache = open_cache(config.cache_dir, encoder, model=config.model,
+                               checkpoint=config.checkpoint, model_args=config.model_args,
+                               dtype=config.dtype)
         evaluation = evaluate_task(
             encoder, task, data_dir=config.data_dir, image_dir=config.image_dir,
             batch_size=config.batch_size, limit=config.limit, progress=config.progress,
+            prefetch=config.prefetch, cache=cache,
         )
+        if not group.is_writer:
+            continue
         document = build_document(evaluation, config, encoder)
         write_json_atomic(path, document)
         results.append(document)
