@@ -102,11 +102,11 @@ def encode_in_batches(
                     f"model {encoder.name!r} returned NaN or infinite values for {side} items "
                     f"of {task.name} (first: {batch[0].origin}); check --dtype"
                 )
-            chunks.append(out)
+            chunks.append(l2_normalize(out))  # per batch: one full-size copy less at the end
             bar.update(len(batch))
     finally:
         bar.close()
-    return l2_normalize(np.concatenate(chunks, axis=0))
+    return np.concatenate(chunks, axis=0)
 
 
 def _to_numpy(out: Any) -> np.ndarray:
