@@ -77,13 +77,11 @@ def encode_in_batches(
 
     The caller passes each input once (``TaskInputs`` holds unique items); this function does
     not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile."""
-    from tqdm.auto import tqdm
-
     from mmeb.prefetch import iter_batches
+    from mmeb.progress import progress_bar
 
     chunks: list[np.ndarray] = []
-    bar = tqdm(total=len(items), desc=f"{task.name} {side}s", unit="item",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=len(items), desc=f"{task.name} {side}s", enabled=progress)
     try:
         for batch in iter_batches(items, batch_size, workers=prefetch):
             out = _to_numpy(encoder.encode(batch, side=side, task=task))
