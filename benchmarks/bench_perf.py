@@ -71,9 +71,13 @@ def documents(folder: Path) -> dict[str, Any]:
     return out
 
 
-def in_process_s(folder: Path) -> float:
-    return sum(sum(json.loads(p.read_text())["timings"].values())
-               for p in folder.rglob("*.json"))
+def in_process_s(folder: Path, phase: str | None = None) -> float:
+    """Summed task timings of the result files (one phase, e.g. ``load_s``, or all)."""
+    total = 0.0
+    for path in folder.rglob("*.json"):
+        timings = json.loads(path.read_text())["timings"]
+        total += timings.get(phase, 0.0) if phase else sum(timings.values())
+    return total
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -114,6 +118,8 @@ def bench_overhead(work: Path, repeats: int) -> dict[str, Any]:
                             "--tasks", ",".join(TASKS), "--output-dir", str(out),
                             "--prefetch", str(prefetch)], stats=work / "probe.json")
             run["in_process_s"] = in_process_s(out)
+            run["load_rows_s"] = in_process_s(out, "load_s")
+            run["score_s"] = in_process_s(out, "score_s")
             runs.append(run)
         assert all(r["items"] == 967 for r in runs), runs
         result[f"prefetch_{prefetch}"] = {
@@ -122,6 +128,8 @@ def bench_overhead(work: Path, repeats: int) -> dict[str, Any]:
             "inside_encode_s": median(runs, "encode_s"),
             "decode_inside_encode_s": median(runs, "decode_s"),
             "in_process_s": median(runs, "in_process_s"),
+            "load_rows_s_all_tasks": median(runs, "load_rows_s"),
+            "score_s_all_tasks": median(runs, "score_s"),
             "wall_over_encoder": statistics.median(r["wall_s"] / r["compute_s"] for r in runs),
             "wall_over_inside_encode": statistics.median(r["wall_s"] / r["encode_s"]
                                                          for r in runs),

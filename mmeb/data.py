@@ -157,7 +157,6 @@ def build_inputs(
     apart from the gold. The work is columnar (pyarrow, numpy): a 1000 x 1000 task never
     touches a million Python objects.
     """
-
     total = table.num_rows
     if total == 0:
         raise DataError(f"{task.name}: the data has no rows")
