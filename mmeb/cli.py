@@ -139,6 +139,8 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
     selected = select_tasks(split, _task_names(tasks), meta_task)
     args = parse_model_args(model_args)
     group = current_group()
+    if not group.is_writer:  # rank 0 reports; the others would repeat every line
+        logging.getLogger("mmeb").setLevel(logging.ERROR)
     config = RunConfig(
         model=model, checkpoint=checkpoint, model_args=args, device=device, dtype=dtype,
         batch_size=batch_size, limit=limit, data_dir=data_dir, image_dir=image_dir,

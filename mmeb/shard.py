@@ -10,6 +10,8 @@ the same code serves CPU and GPU encoders. torch is imported only when ``WORLD_S
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +115,16 @@ def _from_environment() -> ShardGroup:
                         "(pip install torch)") from None
     if not dist.is_initialized():
         dist.init_process_group("gloo", rank=rank, world_size=world)
+        atexit.register(_leave, dist)
     return group
+
+
+def _leave(dist: Any) -> None:
+    """Wait for every process, then close the group: a process that exits with gloo's threads
+    still running is aborted (SIGABRT), which fails the whole launch."""
+    with contextlib.suppress(Exception):
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def device_for_rank(device: str | None, group: ShardGroup) -> str | None:
