@@ -49,6 +49,11 @@ tasks_option = click.option(
     "--tasks", default=None, metavar="A,B,...",
     help="Comma-separated task names (exact MMEB names, e.g. ImageNet-1K,CIRR); overrides --split.",
 )
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False), default=None, envvar="MMEB_EMBEDDING_CACHE",
+    help="Embedding cache: vectors computed once are reused across tasks and runs of the same "
+         "model settings (env MMEB_EMBEDDING_CACHE; default: no cache).",
+)
 meta_option = click.option("--meta-task", type=click.Choice(META_TASKS), default=None,
                            help="Keep only tasks of this meta-task.")
 
@@ -107,11 +112,17 @@ class _EchoHandler(logging.Handler):
               help="Evaluate only the first N queries of each task (quick checks).")
 @click.option("--overwrite", is_flag=True, help="Recompute tasks that already have a result.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--prefetch", type=click.IntRange(min=0), default=2, show_default=True,
+              metavar="N",
+              help="Threads decoding the next batch's images while the model encodes (0: the "
+                   "model reads its images itself).")
+@cache_dir_option
 @_one_line_errors
 def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: str | None,
         tasks: str | None, meta_task: str | None, data_dir: str | None, image_dir: str | None,
         batch_size: int, device: str | None, dtype: str | None, output_dir: str,
-        name: str | None, limit: int | None, overwrite: bool, no_progress: bool) -> None:
+        name: str | None, limit: int | None, overwrite: bool, no_progress: bool,
+        prefetch: int, cache_dir: str | None) -> None:
     """Evaluate a model on MMEB tasks and print the summary table.
 
     \b
@@ -119,6 +130,7 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
       mmeb run --model random --split sample
       mmeb run --model clip --split eval --data-dir ~/data/MMEB-eval
       mmeb run --model my_encoders.py:build --tasks ImageNet-1K,CIRR --limit 100
+      torchrun --nproc_per_node 2 -m mmeb run --model clip --split eval --device cuda
     """
     from mmeb.leaderboard.commands import summary_of_documents
 
@@ -127,9 +139,10 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
         model, selected, checkpoint=checkpoint, model_args=model_args, device=device,
         dtype=dtype, batch_size=batch_size, limit=limit, data_dir=data_dir,
         image_dir=image_dir, output_dir=output_dir, overwrite=overwrite, name=name,
-        no_progress=no_progress,
+        no_progress=no_progress, prefetch=prefetch, cache_dir=cache_dir,
     )
-    click.echo(summary_of_documents(model_id, results))
+    if results:  # under torchrun only rank 0 has results to show
+        click.echo(summary_of_documents(model_id, results))
 
 
 def _evaluate(model: str, selected: Sequence[TaskSpec], *, checkpoint: str | None,
@@ -140,8 +153,12 @@ def _evaluate(model: str, selected: Sequence[TaskSpec], *, checkpoint: str | Non
     from mmeb.registry import load_model, parse_model_args
     from mmeb.runner import RunConfig
     from mmeb.runner import run as run_tasks
+    from mmeb.shard import current_group, device_for_rank
 
     args = parse_model_args(model_args)
+    group = current_group()
+    if not group.is_writer:  # rank 0 reports; the others would repeat every line
+        logging.getLogger("mmeb").setLevel(logging.ERROR)
     config = RunConfig(
         model=model, checkpoint=checkpoint, model_args=args, output_dir=Path(output_dir),
         overwrite=overwrite, name=name, progress=not no_progress and sys.stderr.isatty(),
@@ -149,9 +166,10 @@ def _evaluate(model: str, selected: Sequence[TaskSpec], *, checkpoint: str | Non
     )
     outcome = run_tasks(
         config, selected,
-        load_encoder=lambda: load_model(model, checkpoint=checkpoint, device=config.device,
+        load_encoder=lambda: load_model(model, checkpoint=checkpoint,
+                                        device=device_for_rank(config.device, group),
                                         dtype=config.dtype, model_args=args),
-        echo=lambda msg: click.echo(msg, err=True),
+        echo=(lambda msg: click.echo(msg, err=True)) if group.is_writer else (lambda _msg: None),
     )
     return config.model_id, outcome.results
 
@@ -399,6 +417,48 @@ def export(names: tuple[str, ...], results_dir: str, target: str, out: str) -> N
 
     for path in export_models(names, Path(results_dir), target, Path(out)):
         click.echo(str(path))
+
+
+@main.group()
+def cache() -> None:
+    """List or remove cached embeddings (see `mmeb run --cache-dir`)."""
+
+
+def _require_cache_dir(cache_dir: str | None) -> str:
+    if cache_dir is None:
+        raise MMEBError("pass --cache-dir DIR (or set MMEB_EMBEDDING_CACHE)")
+    return cache_dir
+
+
+@cache.command("ls")
+@cache_dir_option
+@_one_line_errors
+def cache_ls(cache_dir: str | None) -> None:
+    """One line per cached model: digest, model, checkpoint, vectors, size."""
+    from tabulate import tabulate
+
+    from mmeb.embcache import list_models
+
+    models = list_models(_require_cache_dir(cache_dir))
+    rows = [[m.digest[:12], m.label, m.identity.get("checkpoint") or "-",
+             m.identity.get("dtype") or "-", m.vectors, f"{m.size_bytes / 1e6:.1f} MB"]
+            for m in models]
+    click.echo(tabulate(rows, headers=["digest", "model", "checkpoint", "dtype", "vectors",
+                                       "size"], disable_numparse=True))
+
+
+@cache.command("rm")
+@click.argument("selectors", nargs=-1, metavar="[MODEL_OR_DIGEST]...")
+@click.option("--all", "everything", is_flag=True, help="Remove every cached model.")
+@cache_dir_option
+@_one_line_errors
+def cache_rm(selectors: tuple[str, ...], everything: bool, cache_dir: str | None) -> None:
+    """Remove cached models by model name or digest prefix (from `mmeb cache ls`)."""
+    from mmeb.embcache import remove_models
+
+    for model in remove_models(_require_cache_dir(cache_dir), selectors,
+                               everything=everything):
+        click.echo(f"removed {model.digest[:12]} ({model.label}, {model.vectors} vectors)")
 
 
 if __name__ == "__main__":

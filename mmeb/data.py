@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mmeb.arrow_np import int_scalar, int_to_numpy, large_string_scalar
 from mmeb.errors import DataError
 from mmeb.instructions import parse
 from mmeb.items import Item
@@ -176,11 +177,12 @@ def _factorize(texts: Any, paths: Any) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.compute as pc
 
     # NUL cannot occur in a path, so text + NUL + path identifies the pair.
-    separator = pa.scalar("\0", pa.large_string())
-    keys = pc.binary_join_element_wise(pc.fill_null(texts, ""), pc.fill_null(paths, ""), separator)
+    separator, empty = large_string_scalar("\0"), large_string_scalar("")
+    keys = pc.binary_join_element_wise(pc.fill_null(texts, empty), pc.fill_null(paths, empty),
+                                       separator)
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
-    codes = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = int_to_numpy(keys.dictionary_encode().indices)
     _, first = np.unique(codes, return_index=True)  # dictionary order = first appearance
     return codes, first
 
@@ -196,7 +198,8 @@ def normalize_paths(paths: Any) -> Any:
 
     if isinstance(paths, pa.ChunkedArray):
         paths = paths.combine_chunks()
-    encoded = pc.fill_null(paths, "").dictionary_encode()
+    # An Arrow-built "" keeps pyarrow from converting a Python value (which imports pandas).
+    encoded = pc.fill_null(paths, large_string_scalar("")).dictionary_encode()
     spelled = encoded.dictionary.to_pylist()
     normal = [os.path.normpath(p) if p else "" for p in spelled]
     if normal == spelled:
@@ -214,8 +217,6 @@ def build_inputs(
     apart from the gold. The work is columnar (pyarrow, numpy): a 1000 x 1000 task never
     touches a million Python objects.
     """
-    import pyarrow.compute as pc
-
     total = table.num_rows
     if total == 0:
         raise DataError(f"{task.name}: the data has no rows")
@@ -223,8 +224,7 @@ def build_inputs(
     table = table.slice(0, n)
     tgt_text = table.column("tgt_text").combine_chunks()
     tgt_path = table.column("tgt_img_path").combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(tgt_text), 0).to_numpy(zero_copy_only=False)
-    path_lengths = pc.fill_null(pc.list_value_length(tgt_path), 0).to_numpy(zero_copy_only=False)
+    lengths, path_lengths = (_list_lengths(tgt_text), _list_lengths(tgt_path))
     _check_lengths(task, lengths, path_lengths)
 
     qry_text = table.column("qry_text").combine_chunks()
@@ -271,6 +271,13 @@ def _check_not_empty(items: list[Item]) -> None:
                 f"{item.origin}: empty input (no text and no image; raw string {item.raw!r}); "
                 "fix or drop the row in the data"
             )
+
+
+def _list_lengths(lists: Any) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(lists)
+    return int_to_numpy(pc.fill_null(lengths, int_scalar(0, lengths.type)))
 
 
 def _check_lengths(task: TaskSpec, lengths: np.ndarray, path_lengths: np.ndarray) -> None:

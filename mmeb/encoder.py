@@ -7,7 +7,10 @@ attributes refine the contract:
 - ``modalities``: the item modalities the model accepts (``"text"``, ``"image"``,
   ``"image+text"``); the engine refuses a task whose inputs fall outside them.
 - ``config``: a JSON-serialisable mapping of the settings that change the vectors
-  (checkpoint, fusion and instruction policy, image size...). It is recorded in every result.
+  (checkpoint, fusion and instruction policy, image size...). It is recorded in every result
+  and is part of the embedding cache's key.
+- ``reads_images``: False for a model that never looks at pixels; the engine then does not
+  decode images ahead of its calls (mmeb.prefetch).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from mmeb.data import TaskInputs, load_task_inputs
+from mmeb.embcache import EmbeddingCache
 from mmeb.encoder import Encoder, encoder_modalities
+from mmeb.encoding import encode_side
 from mmeb.errors import ModelError
 from mmeb.items import Item, Side
 from mmeb.metrics import (
@@ -72,19 +74,19 @@ def encode_in_batches(
     task: TaskSpec,
     batch_size: int,
     progress: bool = True,
+    prefetch: int = 0,
 ) -> np.ndarray:
     """Encode ``items`` in batches of ``batch_size``; returns L2-normalised float64 vectors.
 
     The caller passes each input once (``TaskInputs`` holds unique items); this function does
-    not deduplicate."""
-    from tqdm.auto import tqdm
+    not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile."""
+    from mmeb.prefetch import iter_batches
+    from mmeb.progress import progress_bar
 
     chunks: list[np.ndarray] = []
-    bar = tqdm(total=len(items), desc=f"{task.name} {side}s", unit="item",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=len(items), desc=f"{task.name} {side}s", enabled=progress)
     try:
-        for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
+        for batch in iter_batches(items, batch_size, workers=prefetch):
             out = _to_numpy(encoder.encode(batch, side=side, task=task), encoder, side, task)
             if out.ndim != 2 or out.shape[0] != len(batch):
                 raise ModelError(
@@ -97,11 +99,11 @@ def encode_in_batches(
                     f"{chunks[0].shape[1]}-d ones on {task.name}"
                 )
             _check_vectors(out, batch, encoder, side, task)
-            chunks.append(out)
+            chunks.append(l2_normalize(out))  # per batch: one full-size copy less at the end
             bar.update(len(batch))
     finally:
         bar.close()
-    return l2_normalize(np.concatenate(chunks, axis=0))
+    return np.concatenate(chunks, axis=0)
 
 
 def _to_numpy(out: Any, encoder: Encoder, side: Side, task: TaskSpec) -> np.ndarray:
@@ -148,18 +150,21 @@ def _check_vectors(
 
 
 def evaluate_inputs(
-    encoder: Encoder, inputs: TaskInputs, *, batch_size: int = 32, progress: bool = True
+    encoder: Encoder, inputs: TaskInputs, *, batch_size: int = 32, progress: bool = True,
+    prefetch: int = 0, cache: EmbeddingCache | None = None,
 ) -> Evaluation:
     task = inputs.task
     check_modalities(encoder, inputs)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    query_vecs = encode_in_batches(encoder, inputs.queries, side=Side.QUERY, task=task,
-                               batch_size=batch_size, progress=progress)
+    query_vecs = encode_side(encode_in_batches, encoder, inputs.queries, side=Side.QUERY,
+                             task=task, batch_size=batch_size, progress=progress,
+                             prefetch=prefetch, cache=cache)
     timings["encode_queries_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    target_vecs = encode_in_batches(encoder, inputs.targets, side=Side.TARGET, task=task,
-                                batch_size=batch_size, progress=progress)
+    target_vecs = encode_side(encode_in_batches, encoder, inputs.targets, side=Side.TARGET,
+                              task=task, batch_size=batch_size, progress=progress,
+                              prefetch=prefetch, cache=cache)
     timings["encode_targets_s"] = time.perf_counter() - start
     if query_vecs.shape[1] != target_vecs.shape[1]:
         raise ModelError(
@@ -224,14 +229,20 @@ def evaluate_task(
     limit: int | None = None,
     progress: bool = True,
     source: DataSource | None = None,
+    prefetch: int = 0,
+    cache: EmbeddingCache | None = None,
 ) -> Evaluation:
     """Load ``task`` (local dir, sample suite or Hub cache, or ``source`` when the caller has
-    resolved it already), encode and score it."""
+    resolved it already), encode and score it.
+
+    ``prefetch`` threads decode images one batch ahead; ``cache`` supplies and keeps vectors
+    (see mmeb.embcache); under torchrun the inputs are shared out (mmeb.shard)."""
     start = time.perf_counter()
     inputs, source = load_task_inputs(task, data_dir=data_dir, image_dir=image_dir, limit=limit,
                                       source=source)
     load_s = time.perf_counter() - start
-    result = evaluate_inputs(encoder, inputs, batch_size=batch_size, progress=progress)
+    result = evaluate_inputs(encoder, inputs, batch_size=batch_size, progress=progress,
+                             prefetch=prefetch, cache=cache)
     result.timings = {"load_s": load_s, **result.timings}
     result.dataset = source.describe()
     return result

@@ -39,6 +39,7 @@ class Item:
     image_path: str | None = None
     origin: str = ""  # where the item comes from, for error messages ("CIRR row 12 query")
     pil_image: Any = field(default=None, repr=False)  # an in-memory image, for ad-hoc use
+    decoded: Any = field(default=None, repr=False)  # set by mmeb.prefetch: image read ahead
 
     @property
     def has_image(self) -> bool:
@@ -54,6 +55,8 @@ class Item:
     @property
     def image(self) -> PILImage.Image | None:
         """The image as RGB PIL image, read from disk on each access (None for text items)."""
+        if self.decoded is not None:
+            return self.decoded
         if self.pil_image is not None:
             return to_rgb(self.pil_image)
         if self.image_path is None:

@@ -25,6 +25,7 @@ def hashed_vector(key: str, dim: int) -> np.ndarray:
 
 class RandomEncoder:
     modalities = ALL_MODALITIES
+    reads_images = False  # vectors come from file names: the engine need not decode pixels
 
     def __init__(self, dim: int = 64, seed: int = 0) -> None:
         self.name = "random"

@@ -21,6 +21,7 @@ from mmeb.encoder import Encoder, encoder_config
 from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
+from mmeb.prefetch import DEFAULT_WORKERS
 from mmeb.registry import model_identity
 from mmeb.results import (
     SCHEMA_VERSION,
@@ -36,6 +37,7 @@ from mmeb.results import (
     utc_now,
     write_json_atomic,
 )
+from mmeb.shard import current_group
 from mmeb.sources import DataSource, resolve_source
 from mmeb.tasks import TaskSpec
 
@@ -55,6 +57,8 @@ class RunConfig:
     overwrite: bool = False
     name: str | None = None  # results folder name; derived from model + checkpoint if unset
     progress: bool = True
+    prefetch: int = DEFAULT_WORKERS  # image-decoding threads, one batch ahead (0: off)
+    cache_dir: str | None = None  # embedding cache (mmeb.embcache); None: no cache
 
     @property
     def model_id(self) -> str:
@@ -212,6 +216,10 @@ def run(
     Before anything is loaded or computed: the results folder is checked writable and locked,
     every task's data is found, and each stored result is checked against the current
     settings, data and (when known) encoder config. Then the model is loaded, if needed.
+
+    Under torchrun every process runs this; rank 0 alone reads and writes the results folder
+    and decides which tasks to compute, the others only help encode (their outcome lists
+    nothing).
     """
     if not tasks:
         raise ResultsError("no tasks selected")
@@ -219,6 +227,8 @@ def run(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ResultsError(f"task {repeated[0]} is listed twice; list each task once")
+    if not current_group().is_writer:
+        return _run_locked(config, tasks, encoder, load_encoder, echo)
     folder = Path(config.output_dir) / safe_name(config.model_id)
     check_writable(folder)
     with folder_lock(folder):
@@ -233,13 +243,14 @@ def _run_locked(
     load_encoder: Callable[[], Encoder] | None,
     echo: Callable[[str], None],
 ) -> RunOutcome:
+    group = current_group()
     settings = config.fingerprint()
     plan: list[tuple[TaskSpec, DataSource, dict[str, Any] | None]] = []
     for task in tasks:
         source = resolve_source(task, data_dir=config.data_dir, image_dir=config.image_dir)
         path = result_path(Path(config.output_dir), config.model_id, task.name)
         stored = None
-        if path.exists() and not config.overwrite:
+        if group.is_writer and path.exists() and not config.overwrite:
             stored = read_result(path)
             current = {**settings, "data_sha256": parquet_sha256(source.parquet_files)}
             if encoder is not None:
@@ -247,7 +258,9 @@ def _run_locked(
             _check_same_settings(stored, current, path)
         plan.append((task, source, stored))
 
-    if encoder is None and any(stored is None for _task, _source, stored in plan):
+    # Every process follows rank 0's plan: which tasks are done, which are computed together.
+    done = group.broadcast([stored is not None for _task, _source, stored in plan])
+    if encoder is None and not all(done):
         if load_encoder is None:
             raise ResultsError("no encoder given")
         encoder = load_encoder()
@@ -256,19 +269,30 @@ def _run_locked(
     results: list[dict[str, Any]] = []
     computed: list[str] = []
     skipped: list[str] = []
-    for task, source, stored in plan:
+    cache = None
+    for (task, source, stored), finished in zip(plan, done, strict=True):
         path = result_path(Path(config.output_dir), config.model_id, task.name)
+        if finished and not group.is_writer:
+            continue
         if stored is not None:
             results.append(stored)
             skipped.append(task.name)
             echo(f"{task.name}: done earlier ({path})")
             continue
         assert encoder is not None  # loaded above: some task needs computing
+        if cache is None and config.cache_dir is not None:
+            from mmeb.encoding import open_cache
+
+            cache = open_cache(config.cache_dir, encoder, model=config.model,
+                               checkpoint=config.checkpoint, model_args=config.model_args,
+                               dtype=config.dtype)
         evaluation = evaluate_task(
             encoder, task, data_dir=config.data_dir, image_dir=config.image_dir,
             batch_size=config.batch_size, limit=config.limit, progress=config.progress,
-            source=source,
+            source=source, prefetch=config.prefetch, cache=cache,
         )
+        if not group.is_writer:
+            continue
         document = build_document(evaluation, config, encoder)
         try:
             write_json_atomic(path, document)
