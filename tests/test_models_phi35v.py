@@ -94,7 +94,8 @@ def test_registry_pins_the_released_checkpoints_and_the_alias_follows() -> None:
 
     listing = CliRunner().invoke(main, ["models"]).output
     line = next(row for row in listing.splitlines() if row.startswith("vlm2vec (alias"))
-    assert "TIGER-Lab/VLM2Vec-Full" in line and " 55.9 " in line
+    assert "TIGER-Lab/VLM2Vec-Full" in line
+    assert " 55.9 " in line
 
 
 @pytest.mark.parametrize(
@@ -107,6 +108,26 @@ def test_registry_pins_the_released_checkpoints_and_the_alias_follows() -> None:
 def test_bad_options_are_refused_before_loading(args: dict[str, Any], message: str) -> None:
     with pytest.raises(ModelError, match=message):
         load_model("vlm2vec-phi35v", checkpoint="unused", model_args=args)
+
+
+def test_hub_checkpoints_offline_are_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("vlm2vec-phi35v", "vlm2vec-phi35v-lora"):
+        default = model_entry(name).default_checkpoint
+        with pytest.raises(ModelError) as error:
+            load_model(name, device="cpu")
+        assert str(error.value) == (
+            f"cannot load checkpoint {default} offline; pass --checkpoint DIR with a local copy "
+            "or unset HF_HUB_OFFLINE"
+        )
+    # A local adapter whose base is a Hub id: the base is what cannot be fetched.
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": "microsoft/Phi-3.5-vision-instruct"}))
+    with pytest.raises(ModelError, match=r"cannot load checkpoint microsoft/Phi-3\.5-vision-"
+                                         r"instruct offline"):
+        load_model("vlm2vec-phi35v-lora", checkpoint=str(tmp_path), device="cpu")
 
 
 # -- LoRA: base + adapter folder ---------------------------------------------------------------
@@ -175,7 +196,8 @@ def test_a_pickled_adapter_with_a_non_tensor_payload_is_refused(
     torch.save({first: _Payload()}, bad / "adapter_model.bin")
     with pytest.raises(ModelError) as error:
         load("vlm2vec-phi35v-lora", bad)
-    assert "\n" not in str(error.value) and "adapter_model.bin" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert "adapter_model.bin" in str(error.value)
     assert "unpickled" not in capsys.readouterr().out
 
 
