@@ -220,8 +220,10 @@ def models(fmt: str) -> None:
     def paper(score: float | None) -> str:
         return "-" if score is None else f"{score:.1f}"
 
-    rows = [[e.label, e.default_checkpoint or "-", e.extra or "-", paper(e.paper_score),
-             e.description] for e in entries]
+    by_name = {e.name: e for e in entries}
+    facts = [by_name.get(e.alias_of, e) if e.alias_of else e for e in entries]
+    rows = [[e.label, f.default_checkpoint or "-", f.extra or "-", paper(f.paper_score),
+             e.description] for e, f in zip(entries, facts, strict=True)]
     click.echo(tabulate(rows, headers=["model", "default checkpoint", "extra", "paper (%)",
                                        "description"], disable_numparse=True))
 

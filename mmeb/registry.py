@@ -81,6 +81,20 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
         "Salesforce/blip2-itm-vit-g", extra="blip", paper_score=25.2, paper_row="BLIP2",
     ),
     ModelEntry(
+        "vlm2vec-phi35v", "mmeb.models.phi35v:VLM2VecPhi35V",
+        "VLM2Vec, Phi-3.5-V full fine-tune (released at bs 2048; the score is the paper's FFT "
+        "row, bs 1024); own Phi-3.5-V module, num_crops 4",
+        "TIGER-Lab/VLM2Vec-Full", revision="e9afa98002097ac2471827ba23ea1f2ddd229480",
+        extra="vlm", paper_score=55.9, paper_row="VLM2Vec (Phi-3.5-V, FFT, bs=1024)",
+    ),
+    ModelEntry(
+        "vlm2vec-phi35v-lora", "mmeb.models.phi35v:VLM2VecPhi35VLoRA",
+        "VLM2Vec, Phi-3.5-vision-instruct + LoRA (DoRA) merged at load; num_crops 4",
+        "TIGER-Lab/VLM2Vec-LoRA", revision="7403b6327958071c1e33c822c7453adadccc7298",
+        extra="vlm", paper_score=60.1, paper_row="VLM2Vec (Phi-3.5-V, LoRA, bs=1024)",
+    ),
+    ModelEntry("vlm2vec", "", "the paper's VLM2Vec", alias_of="vlm2vec-phi35v"),
+    ModelEntry(
         "vlm2vec-qwen2vl-2b", "mmeb.models.qwen2vl:VLM2VecQwen2VL2B",
         "VLM2Vec, Qwen2-VL-2B + LoRA merged at load; last-token pooling",
         "TIGER-Lab/VLM2Vec-Qwen2VL-2B", extra="vlm", paper_score=60.1,
@@ -159,6 +173,8 @@ def _import(module_name: str, spec: str) -> Any:
 
 def _extra_for(spec: str) -> str:
     for entry in BUILTIN_MODELS:
+        if spec == entry.name and entry.alias_of:
+            return _extra_for(entry.alias_of)
         if spec in (entry.name, entry.target) and entry.extra:
             return entry.extra
     return "all"

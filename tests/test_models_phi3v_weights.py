@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from phi3v_helpers import PARITY, TINY_VISION, encode, item_image, parity_items
+from phi3v_helpers import (
+    PARITY,
+    TINY_VISION,
+    encode,
+    item_image,
+    make_adapter,
+    parity_items,
+    parity_tensors,
+    write_checkpoint,
+)
 
 from mmeb.errors import ModelError
 
@@ -18,14 +27,6 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from mmeb.models.phi3v.processing import Phi3VProcessor  # noqa: E402
 from mmeb.models.phi3v.weights import checkpoint_key, load_model  # noqa: E402
-
-COPIED = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "preprocessor_config.json",
-)
 
 
 def spec_keys() -> dict[str, tuple[int, ...]]:
@@ -84,31 +85,9 @@ def spec_keys() -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def write_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], shards: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        shutil.copy(PARITY / name, folder / name)
-    if shards == 1:
-        safetensors_torch.save_file(tensors, str(folder / "model.safetensors"))
-        return folder
-    names = sorted(tensors)
-    weight_map = {}
-    for s in range(shards):
-        part = names[s::shards]
-        file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        safetensors_torch.save_file({k: tensors[k] for k in part}, str(folder / file))
-        weight_map |= {k: file for k in part}
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return folder
-
-
 def random_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {k: torch.randn(shape, generator=gen) * 0.05 for k, shape in spec_keys().items()}
-
-
-def parity_tensors() -> dict[str, torch.Tensor]:
-    return safetensors_torch.load_file(str(PARITY / "model.safetensors"))
 
 
 def load(folder: Path, **kwargs):  # -> Phi3VEmbeddingModel
@@ -188,58 +167,6 @@ def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path) -> None:
 
 
 # ---- LoRA / DoRA -------------------------------------------------------------------------
-
-LM_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
-CLIP_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-def adapted_tree(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The checkpoint's linear layers that VLM2Vec-LoRA adapts, as a module tree with the
-    checkpoint's names: what PEFT sees inside the original model."""
-    root = torch.nn.Module()
-    for key, weight in tensors.items():
-        path = key.removesuffix(".weight")
-        if not key.endswith(".weight") or path.rsplit(".", 1)[-1] not in LM_TARGETS + CLIP_TARGETS:
-            continue
-        owner = root
-        for part in path.split(".")[:-1]:
-            if not hasattr(owner, part):
-                owner.add_module(part, torch.nn.Module())
-            owner = getattr(owner, part)
-        bias = tensors.get(path + ".bias")
-        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if bias is not None:
-                linear.bias.copy_(bias)
-        owner.add_module(path.split(".")[-1], linear)
-    return root
-
-
-def make_adapter(folder: Path, *, use_dora: bool, seed: int = 1) -> dict[str, torch.Tensor]:
-    """A PEFT adapter on the parity weights with random (non-zero) A, B and magnitudes,
-    saved with save_pretrained; returns the weights PEFT's merge_and_unload gives."""
-    peft = pytest.importorskip("peft")
-    base = parity_tensors()
-    config = peft.LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=list(LM_TARGETS + CLIP_TARGETS),
-        use_dora=use_dora,
-        init_lora_weights="gaussian",
-        lora_dropout=0.0,
-    )
-    model = peft.get_peft_model(adapted_tree(base), config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                noise = torch.randn(param.shape, generator=gen)
-                param.copy_(param + 0.3 * noise if "magnitude" in name else 0.2 * noise)
-    model.save_pretrained(str(folder))
-    merged = model.merge_and_unload().state_dict()
-    return {**base, **{k: v for k, v in merged.items() if k in base}}
-
 
 @pytest.mark.parametrize("use_dora", [True, False])
 def test_base_plus_adapter_equals_peft_merged_model(tmp_path: Path, use_dora: bool) -> None:
