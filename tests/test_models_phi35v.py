@@ -101,7 +101,7 @@ def test_registry_pins_the_released_checkpoints_and_the_alias_follows() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [({"num_crops": 0}, "num_crops must be a positive integer"),
-     ({"max_length": "long"}, "max_length must be a positive integer"),
+     ({"max_length": 0}, "max_length must be a positive integer"),
      ({"vision_config": "/no/such/tower.json"}, "vision_config file not found"),
      ({"image_resolution": "4k"}, "unknown image_resolution")],
 )
