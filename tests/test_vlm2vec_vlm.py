@@ -120,7 +120,10 @@ def test_gradient_checkpointing_uses_the_hf_switch(suite: Path, base: Path, tmp_
     model = build_model(build_config(overrides=settings(suite, base, tmp_path,
                                                         gradient_checkpointing=True)))
     assert isinstance(model, VLMEmbedder)
-    assert model.encoder.model.is_gradient_checkpointing  # type: ignore[attr-defined]
+    hf_model = model.encoder.model  # type: ignore[attr-defined]
+    assert hf_model.is_activation_checkpointing
+    plain = build_model(build_config(overrides=settings(suite, base, tmp_path)))
+    assert not plain.encoder.model.is_activation_checkpointing  # type: ignore[attr-defined]
 
 
 def test_gradcache_equals_the_plain_step(suite: Path, base: Path, tmp_path: Path) -> None:
@@ -188,8 +191,8 @@ def test_output_folder_gives_the_trainers_vectors_under_mmeb(suite: Path, base: 
 def test_full_finetuning_saves_a_model_folder_mmeb_loads(suite: Path, base: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "full"
-    train(build_config(overrides=settings(suite, base, out, finetune="full", max_steps=1, warmup_steps=0,
-                                          learning_rate=1e-3)))
+    train(build_config(overrides=settings(suite, base, out, finetune="full", max_steps=1,
+                                          warmup_steps=0, learning_rate=1e-3)))
     assert (out / "config.json").is_file()
     assert not (out / "adapter_config.json").exists()
     model = build_model(build_config(overrides=settings(suite, base, tmp_path / "x",
@@ -219,4 +222,8 @@ def test_sample_config_trains_and_its_output_evaluates(base: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     (saved,) = results.rglob("Sample-Shapes.json")
     score = json.loads(saved.read_text())
-    assert score["task"] == "Sample-Shapes" or "Sample-Shapes" in json.dumps(score)
+    assert score["main_metric"] == "hit@1"
+    assert score["counts"]["rows"] == 20
+    assert score["counts"]["embedding_dim"] == 64  # the tiny model's hidden size
+    assert 0.0 <= score["main_score"] <= 1.0
+    assert score["config"]["adapter"]["lora_adapter"] == str(out)

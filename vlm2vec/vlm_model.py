@@ -114,9 +114,14 @@ class VLMEmbedder(EmbeddingModel):
         self.net = apply_lora(self.net, r, alpha, dropout, pattern, use_dora)
 
     def enable_gradient_checkpointing(self) -> None:
-        # The HF model's own switch; non-reentrant, so frozen inputs (LoRA) still get gradients.
-        self.encoder.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        # The HF model's own switch (renamed in transformers 5); non-reentrant, so frozen
+        # inputs (LoRA) still get gradients.
+        model = self.encoder.model
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
     def save(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,12 +137,12 @@ class VLMEmbedder(EmbeddingModel):
         return str(path.resolve()) if path.exists() else named
 
     def _save_adapter(self, out_dir: Path) -> None:
-        config = self.net.peft_config["default"]
-        config.base_model_name_or_path = self._base_name()
-        self.net.save_pretrained(str(out_dir), safe_serialization=True)
+        peft_model: Any = self.net
+        peft_model.peft_config["default"].base_model_name_or_path = self._base_name()
+        peft_model.save_pretrained(str(out_dir), safe_serialization=True)
 
     def _save_merged(self, out_dir: Path) -> None:
-        model = merged_module(self.net)
+        model: Any = merged_module(self.net)
         model.save_pretrained(str(out_dir), safe_serialization=True)
         source = Path(str(getattr(self.encoder, "processor_source", None)
                           or self.encoder.layout.model)).expanduser()
