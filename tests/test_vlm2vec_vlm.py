@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny_vlm import QWEN2VL, TOKENIZER_FILES
+from tiny_vlm import LLAVA_NEXT, QWEN2VL, TOKENIZER_FILES
 from vlm2vec_fixtures import losses, quick, small_suite
 
 from mmeb.cli import main
@@ -24,7 +24,7 @@ from vlm2vec.gradcache import gradcache_step, plain_step
 from vlm2vec.loss import info_nce
 from vlm2vec.model import build_model
 from vlm2vec.trainer import train
-from vlm2vec.vlm_model import LM_PROJECTIONS, VLMEmbedder
+from vlm2vec.vlm_model import LM_PROJECTIONS, VLMEmbedder, as_item
 
 pytest.importorskip("peft")
 CONFIG = Path(__file__).resolve().parents[1] / "vlm2vec" / "configs" / "sample-qwen2vl-tiny.yaml"
@@ -73,8 +73,7 @@ def trainer_vectors(model: VLMEmbedder, inputs: list[Input], side: str) -> np.nd
 def eval_vectors(folder: Path, inputs: list[Input], side: Side) -> np.ndarray:
     encoder = load_model("vlm2vec-qwen2vl-2b", checkpoint=str(folder), device="cpu",
                          model_args={"image_resolution": "low"})
-    items = [Item(raw=i.text, text=i.text, image_path=i.image, origin=i.origin) for i in inputs]
-    return encoder.encode(items, side=side)
+    return encoder.encode([as_item(i) for i in inputs], side=side)
 
 
 def test_collate_and_encode_are_the_eval_adapters(suite: Path, base: Path, tmp_path: Path
@@ -179,6 +178,7 @@ def test_output_folder_gives_the_trainers_vectors_under_mmeb(suite: Path, base: 
         assert adapter["base_model_name_or_path"] == str(base.resolve())
         assert (out / "adapter_model.safetensors").is_file()
         assert not (out / "model.safetensors").exists()
+        assert (out / "preprocessor_config.json").is_file()  # as the released adapters
     inputs = some_inputs(suite)
     for side in (Side.QUERY, Side.TARGET):
         ours = trainer_vectors(model, inputs, side.value)
@@ -227,3 +227,27 @@ def test_sample_config_trains_and_its_output_evaluates(base: Path, tmp_path: Pat
     assert score["counts"]["embedding_dim"] == 64  # the tiny model's hidden size
     assert 0.0 <= score["main_score"] <= 1.0
     assert score["config"]["adapter"]["lora_adapter"] == str(out)
+
+
+def test_llava_next_adapter_spares_the_clip_tower_and_round_trips(suite: Path,
+                                                                 tmp_path: Path) -> None:
+    # CLIP's attention also has q_proj/k_proj/v_proj: only the language model's get adapters.
+    llava = tmp_path / "llava-base"
+    shutil.copytree(LLAVA_NEXT, llava, ignore=shutil.ignore_patterns("*.png", "*.npy"))
+    out = tmp_path / "run"
+    model = build_model(build_config(overrides=settings(suite, llava, out, model="llava-next")))
+    assert isinstance(model, VLMEmbedder)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(".language_model." in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+    assert any("vision_tower" in n and "q_proj" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.save(out)
+    inputs = some_inputs(suite)
+    encoder = load_model("vlm2vec-llava-next", checkpoint=str(out), device="cpu",
+                         model_args={"image_resolution": "low"})
+    theirs = encoder.encode([as_item(i) for i in inputs], side=Side.QUERY)
+    assert np.abs(trainer_vectors(model, inputs, "query") - theirs).max() <= 1e-5

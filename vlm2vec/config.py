@@ -66,7 +66,7 @@ class TrainConfig:
     # -- model ----------------------------------------------------------------------------
     model: str = _key("toy", "The embedding model: `toy` (a small pure-torch model for tests "
                       "and demos) or a VLM backbone of mmeb.models: `qwen2vl`, `qwen2vl-2b`, "
-                      "`qwen2vl-7b`, `llava-next`, `e5-v`.")
+                      "`qwen2vl-7b`, `llava-next`.")
     model_args: dict[str, Any] = _key({}, "Options of the model (toy: dim, vocab, image_size; a "
                                       "VLM: its eval adapter's options, e.g. "
                                       "image_resolution).")

@@ -255,7 +255,7 @@ def _build_toy(config: TrainConfig) -> EmbeddingModel:
 
 
 #: The VLM backbones of ``mmeb.models`` (see vlm2vec.vlm_model), by training name.
-VLM_BACKBONES = ("qwen2vl", "qwen2vl-2b", "qwen2vl-7b", "llava-next", "e5-v")
+VLM_BACKBONES = ("qwen2vl", "qwen2vl-2b", "qwen2vl-7b", "llava-next")
 
 
 def _vlm_builder(backbone: str) -> Callable[[TrainConfig], EmbeddingModel]:

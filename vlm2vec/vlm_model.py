@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmeb.errors import ModelError
+from mmeb.instructions import parse
 from mmeb.items import Item, Side
 from vlm2vec.data import Input
 from vlm2vec.model import EmbeddingModel, apply_lora, merged_module
@@ -43,13 +44,14 @@ RESERVED_ARGS = ("checkpoint", "device", "dtype", "batch_size", "revision")
 
 def _backbones() -> dict[str, tuple[str, str]]:
     """Training name -> (module under mmeb.models, class): the eval adapters built on
-    VLMEncoder. The ``mmeb run`` name of each is the class's ``family``."""
+    VLMEncoder that read the raw MMEB string. The ``mmeb run`` name of each is the class's
+    ``family``. E5-V is left out: its text drops or moves the task's instruction, which an
+    MMEB-train row does not mark off from the text."""
     return {
         "qwen2vl": ("qwen2vl", "Qwen2VLEncoder"),
         "qwen2vl-2b": ("qwen2vl", "VLM2VecQwen2VL2B"),
         "qwen2vl-7b": ("qwen2vl", "VLM2VecQwen2VL7B"),
         "llava-next": ("llava_next", "LlavaNextEncoder"),
-        "e5-v": ("e5v", "E5VEncoder"),
     }
 
 
@@ -59,6 +61,12 @@ def encoder_class(backbone: str) -> type[VLMEncoder]:
     module, name = _backbones()[backbone]
     cls: type[VLMEncoder] = getattr(importlib.import_module(f"mmeb.models.{module}"), name)
     return cls
+
+
+def as_item(inp: Input) -> Item:
+    """A training input as the harness's item (the adapters read its raw string)."""
+    parsed = parse(inp.text, None)
+    return Item(raw=inp.text, text=parsed.text, image_path=inp.image, origin=inp.origin)
 
 
 def _side(side: str) -> Side:
@@ -87,9 +95,7 @@ class VLMEmbedder(EmbeddingModel):
 
     def collate(self, items: Sequence[Input], side: str) -> dict[str, Any]:
         enc = self.encoder
-        prepared = [enc._prepare(Item(raw=i.text, text=i.text, image_path=i.image,
-                                      origin=i.origin), side=_side(side), task=None)
-                    for i in items]
+        prepared = [enc._prepare(as_item(i), side=_side(side), task=None) for i in items]
         return enc._collate(prepared)
 
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -140,10 +146,17 @@ class VLMEmbedder(EmbeddingModel):
         peft_model: Any = self.net
         peft_model.peft_config["default"].base_model_name_or_path = self._base_name()
         peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+        # Next to the adapter as in the released VLM2Vec folders: the LLaVA-NeXT adapter reads
+        # its processor from the checkpoint it is given, not from the base.
+        self._save_processor(out_dir)
 
     def _save_merged(self, out_dir: Path) -> None:
         model: Any = merged_module(self.net)
         model.save_pretrained(str(out_dir), safe_serialization=True)
+        self._save_processor(out_dir)
+
+    def _save_processor(self, out_dir: Path) -> None:
+        """The tokenizer and image-processor files the encoder was built from."""
         source = Path(str(getattr(self.encoder, "processor_source", None)
                           or self.encoder.layout.model)).expanduser()
         if source.is_dir():
