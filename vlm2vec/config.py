@@ -65,10 +65,16 @@ class TrainConfig:
                                "without it such rows stop the run before step 0.")
     # -- model ----------------------------------------------------------------------------
     model: str = _key("toy", "The embedding model: `toy` (a small pure-torch model for tests "
-                      "and demos).")
-    model_args: dict[str, Any] = _key({}, "Options of the model (toy: dim, vocab, image_size).")
-    checkpoint: str | None = _key(None, "Initial weights (a folder the model can load); default: "
-                                  "the model's own initialisation.")
+                      "and demos) or a VLM backbone of mmeb.models: `qwen2vl`, `qwen2vl-2b`, "
+                      "`qwen2vl-7b`, `llava-next`.")
+    model_args: dict[str, Any] = _key({}, "Options of the model (toy: dim, vocab, image_size; a "
+                                      "VLM: its eval adapter's options, e.g. "
+                                      "image_resolution).")
+    checkpoint: str | None = _key(None, "Initial weights (a folder the model can load; a VLM's "
+                                  "base model, a Hub id or folder); default: the model's own "
+                                  "initialisation (qwen2vl-2b/-7b: Qwen2-VL-*-Instruct).")
+    merge: bool = _key(False, "Save LoRA adapters merged into the weights (a full model folder) "
+                       "instead of a peft adapter folder.")
     finetune: str = _key("lora", "`lora` (adapters only; DoRA with use_dora) or `full`.",
                          ("lora", "full"))
     preset: str | None = _key(None, "Named adapter settings applied below the file and the "
@@ -123,7 +129,7 @@ class TrainConfig:
 
 #: Keys whose change does not change the numbers: allowed to differ on --resume.
 RUN_ONLY_KEYS = frozenset({"resume", "progress", "save_steps", "keep_checkpoints", "log_steps",
-                           "output_dir", "device", "check_images", "image_dir"})
+                           "output_dir", "device", "check_images", "image_dir", "merge"})
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper, section 4: LoRA rank 8 (the alpha and dropout are not stated; ours).

@@ -64,20 +64,22 @@ class EmbeddingModel(nn.Module):
 
 
 def apply_lora(module: nn.Module, r: int, alpha: int, dropout: float,
-               target_modules: Sequence[str], use_dora: bool = False) -> nn.Module:
-    """``module`` wrapped by peft with LoRA (or DoRA) on ``target_modules``; only the
-    adapters train. Gaussian A initialisation (B starts at zero), as the original code."""
+               target_modules: str | Sequence[str], use_dora: bool = False) -> nn.Module:
+    """``module`` wrapped by peft with LoRA (or DoRA) on ``target_modules`` (module names, or
+    one string: a regular expression on full module paths); only the adapters train. Gaussian
+    A initialisation (B starts at zero), as the original code."""
     from peft import LoraConfig, get_peft_model
 
     if not target_modules:
         raise ModelError("lora_target_modules is empty and the model names no default")
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(target_modules), use_dora=use_dora,
+                        target_modules=targets, use_dora=use_dora,
                         init_lora_weights="gaussian")
     try:
         return get_peft_model(module, config)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ModelError(f"lora_target_modules {list(target_modules)}: {exc}".splitlines()[0]) \
+        raise ModelError(f"lora_target_modules {targets}: {exc}".splitlines()[0]) \
             from None
 
 
@@ -252,8 +254,22 @@ def _build_toy(config: TrainConfig) -> EmbeddingModel:
                          "channels") from None
 
 
-#: model name -> builder. A VLM backbone registers here.
-MODELS: dict[str, Callable[[TrainConfig], EmbeddingModel]] = {"toy": _build_toy}
+#: The VLM backbones of ``mmeb.models`` (see vlm2vec.vlm_model), by training name.
+VLM_BACKBONES = ("qwen2vl", "qwen2vl-2b", "qwen2vl-7b", "llava-next")
+
+
+def _vlm_builder(backbone: str) -> Callable[[TrainConfig], EmbeddingModel]:
+    def build(config: TrainConfig) -> EmbeddingModel:
+        from vlm2vec.vlm_model import build_vlm  # transformers loads only for a VLM
+
+        return build_vlm(backbone)(config)
+
+    return build
+
+
+#: model name -> builder.
+MODELS: dict[str, Callable[[TrainConfig], EmbeddingModel]] = {
+    "toy": _build_toy, **{name: _vlm_builder(name) for name in VLM_BACKBONES}}
 
 
 def build_model(config: TrainConfig) -> EmbeddingModel:
