@@ -440,4 +440,4 @@ def test_mmeb_run_on_the_whole_sample_split(
     docs = [json.loads(f.read_text()) for f in sorted(out.glob("*/*.json"))]
     assert sorted(d["task"] for d in docs) == sorted(t.name for t in select_tasks("sample"))
     assert all(d["counts"]["rows"] == d["counts"]["rows_in_data"] for d in docs)
-    assert "overall (12 tasks)" in result.output
+    assert "| overall (12)" in result.output

@@ -58,7 +58,10 @@ def _run(args: list[str], launcher: list[str], log: Path) -> None:
 
 def _documents(folder: Path) -> dict[str, dict]:
     out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    # The writer's lock file (<output>/.<model>.lock) stays by design; nothing else may.
+    files = [p for p in folder.rglob("*")
+             if p.is_file() and not (p.name.startswith(".") and p.suffix == ".lock")]
+    for path in sorted(files):
         assert path.suffix == ".json", path
         assert not path.name.startswith("."), path
         document = json.loads(path.read_text())
