@@ -70,3 +70,37 @@ def colour_t2i(data_dir: Path, task: TaskSpec | None = None, rows: int = 8) -> T
         })
     write_rows(data_dir, task.name, records)
     return task
+
+
+#: The two fixture tasks the CLI tests run (see ``two_task_data``).
+TASKS = "ImageNet-1K,MSCOCO_t2i"
+
+
+def two_task_data(data_dir: Path) -> Path:
+    """An ImageNet-1K- and a MSCOCO_t2i-shaped task under ``data_dir``."""
+    colour_classification(data_dir)
+    colour_t2i(data_dir)
+    return data_dir
+
+
+def invoke(*args: str):  # -> click.testing.Result
+    from click.testing import CliRunner
+
+    from mmeb.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def run_args(data_dir: Path, out: Path, *extra: str, tasks: str = TASKS) -> list[str]:
+    """``mmeb run`` over the fixture tasks, without progress bars."""
+    return ["run", "--tasks", tasks, "--data-dir", str(data_dir), "--output-dir", str(out),
+            "--no-progress", *extra]
+
+
+def class_row(**over: object) -> dict:
+    """One ImageNet-1K-shaped row (two class-name candidates), with fields overridden."""
+    row = {"qry_text": "<|image_1|>\nRepresent the given image for classification\n",
+           "qry_img_path": "ImageNet-1K/a.jpg", "tgt_text": ["red", "blue"],
+           "tgt_img_path": ["", ""]}
+    row.update(over)
+    return row

@@ -12,28 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from mmeb_fixtures import colour_classification, colour_t2i
-
-from mmeb.cli import main
-
-TASKS = "ImageNet-1K,MSCOCO_t2i"
+from mmeb_fixtures import TASKS, invoke, run_args, two_task_data
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    colour_classification(tmp_path / "data")
-    colour_t2i(tmp_path / "data")
-    return tmp_path / "data"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def run_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--tasks", TASKS, "--data-dir", str(data_dir), "--output-dir", str(out),
-            "--no-progress", *extra]
+    return two_task_data(tmp_path / "data")
 
 
 def test_run_writes_one_result_per_task_and_prints_the_summary(data_dir, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from mmeb_fixtures import colour_classification, colour_t2i, write_image, write_rows
+from mmeb_fixtures import class_row, colour_classification, colour_t2i, write_image, write_rows
 
 from mmeb.data import load_task_inputs
 from mmeb.engine import evaluate_task
@@ -45,21 +45,15 @@ def test_shorter_candidate_lists_are_recorded_not_refused(tmp_path):
     assert any("reference lists 1000" in n for n in result.notes)
 
 
-def _row(**over):
-    row = {"qry_text": "<|image_1|>\nRepresent the given image for classification\n",
-           "qry_img_path": "ImageNet-1K/a.jpg", "tgt_text": ["red", "blue"],
-           "tgt_img_path": ["", ""]}
-    row.update(over)
-    return row
-
-
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        (_row(tgt_img_path=[""]), r"ImageNet-1K row 0: tgt_text has 2 entries but tgt_img_path"),
-        (_row(tgt_text=[], tgt_img_path=[]), "row 0: empty candidate list"),
-        (_row(qry_img_path="ImageNet-1K/missing.jpg"), r"row 0 query: image not found: .*missing"),
-        (_row(qry_img_path="../../etc/passwd"), "points outside the image root"),
+        (class_row(tgt_img_path=[""]),
+         r"ImageNet-1K row 0: tgt_text has 2 entries but tgt_img_path"),
+        (class_row(tgt_text=[], tgt_img_path=[]), "row 0: empty candidate list"),
+        (class_row(qry_img_path="ImageNet-1K/missing.jpg"),
+         r"row 0 query: image not found: .*missing"),
+        (class_row(qry_img_path="../../etc/passwd"), "points outside the image root"),
     ],
 )
 def test_bad_rows_name_task_row_and_fix(tmp_path, row, message):
@@ -74,7 +68,7 @@ def test_corrupt_image_names_task_row_and_path(tmp_path):
     task = get_task("ImageNet-1K")
     (tmp_path / "eval_images" / "ImageNet-1K").mkdir(parents=True)
     (tmp_path / "eval_images" / "ImageNet-1K" / "a.jpg").write_bytes(b"not a jpeg")
-    write_rows(tmp_path, task.name, [_row()])
+    write_rows(tmp_path, task.name, [class_row()])
 
     class ReadsImages(RandomEncoder):
         def encode(self, items, *, side, task):

@@ -20,11 +20,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
-from mmeb_fixtures import RGB, colour_classification, colour_t2i, write_image, write_rows
+from mmeb_fixtures import (
+    RGB,
+    class_row,
+    colour_classification,
+    colour_t2i,
+    invoke,
+    run_args,
+    two_task_data,
+    write_image,
+    write_rows,
+)
 
 import mmeb
-from mmeb.cli import main
 from mmeb.engine import evaluate_task
 from mmeb.errors import DataError, ModelError, ResultsError
 from mmeb.metrics import near_chance
@@ -33,23 +41,10 @@ from mmeb.results import summarize
 from mmeb.runner import RunConfig, folder_lock, run
 from mmeb.tasks import get_task
 
-TASKS = "ImageNet-1K,MSCOCO_t2i"
-
 
 @pytest.fixture
 def data_dir(tmp_path):
-    colour_classification(tmp_path / "data")
-    colour_t2i(tmp_path / "data")
-    return tmp_path / "data"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def run_args(data_dir: Path, out: Path, *extra: str, tasks: str = TASKS) -> list[str]:
-    return ["run", "--tasks", tasks, "--data-dir", str(data_dir), "--output-dir", str(out),
-            "--no-progress", *extra]
+    return two_task_data(tmp_path / "data")
 
 
 def one_line_error(result, *fragments: str) -> str:
@@ -339,23 +334,15 @@ def test_all_zero_targets_fail_the_run_without_a_result(data_dir, tmp_path):
 # --- empty inputs ---------------------------------------------------------------------------
 
 
-def _class_row(**over):
-    row = {"qry_text": "<|image_1|>\nRepresent the given image for classification\n",
-           "qry_img_path": "ImageNet-1K/a.jpg", "tgt_text": ["red", "blue"],
-           "tgt_img_path": ["", ""]}
-    row.update(over)
-    return row
-
-
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([_class_row(), _class_row(qry_text="", qry_img_path="")],
+        ([class_row(), class_row(qry_text="", qry_img_path="")],
          r"ImageNet-1K row 1 query: empty input \(no text and no image"),
-        ([_class_row(qry_text=None, qry_img_path=None)], "row 0 query: empty input"),
-        ([_class_row(qry_img_path="")], "row 0 query: empty input"),  # instruction only
-        ([_class_row(tgt_text=["red", ""])], "row 0 candidate 1: empty input"),
-        ([_class_row(tgt_text=["", "blue"], tgt_img_path=[None, ""])],
+        ([class_row(qry_text=None, qry_img_path=None)], "row 0 query: empty input"),
+        ([class_row(qry_img_path="")], "row 0 query: empty input"),  # instruction only
+        ([class_row(tgt_text=["red", ""])], "row 0 candidate 1: empty input"),
+        ([class_row(tgt_text=["", "blue"], tgt_img_path=[None, ""])],
          "row 0 candidate 0: empty input"),  # the gold itself is missing
     ],
 )
@@ -378,7 +365,7 @@ def test_a_perfect_encoder_on_a_tiny_sample_is_not_called_chance(tmp_path):
     for i, colour in enumerate(("red", "blue", "green", "white")):
         write_image(tmp_path, f"ImageNet-1K/{i}.jpg", colour)
         other = "black" if colour != "black" else "red"
-        rows.append(_class_row(qry_img_path=f"ImageNet-1K/{i}.jpg", tgt_text=[colour, other]))
+        rows.append(class_row(qry_img_path=f"ImageNet-1K/{i}.jpg", tgt_text=[colour, other]))
     write_rows(tmp_path, task.name, rows)
     result = evaluate_task(Colours(), task, data_dir=str(tmp_path), limit=2, progress=False)
     assert result.metrics["hit@1"] == 1.0
