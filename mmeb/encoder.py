@@ -11,6 +11,9 @@ attributes refine the contract:
   and is part of the embedding cache's key.
 - ``reads_images``: False for a model that never looks at pixels; the engine then does not
   decode images ahead of its calls (mmeb.prefetch).
+- ``scores_chance``: True for a model *meant* to score at chance (the ``random`` baseline):
+  its tasks at chance level get one summary line instead of a warning each. A real model at
+  chance still warns on every task.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ class Encoder(Protocol):
 
 def encoder_modalities(encoder: object) -> frozenset[str]:
     return frozenset(getattr(encoder, "modalities", ALL_MODALITIES))
+
+
+def scores_chance(encoder: object) -> bool:
+    return bool(getattr(encoder, "scores_chance", False))
 
 
 def encoder_config(encoder: object) -> dict[str, Any]:

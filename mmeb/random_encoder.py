@@ -26,6 +26,7 @@ def hashed_vector(key: str, dim: int) -> np.ndarray:
 class RandomEncoder:
     modalities = ALL_MODALITIES
     reads_images = False  # vectors come from file names: the engine need not decode pixels
+    scores_chance = True  # a baseline: chance level is its expected score, not a defect
 
     def __init__(self, dim: int = 64, seed: int = 0) -> None:
         self.name = "random"

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mmeb.data import parquet_sha256
-from mmeb.encoder import Encoder, encoder_config
+from mmeb.encoder import Encoder, encoder_config, scores_chance
 from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
 from mmeb.errors import ResultsError
-from mmeb.metrics import MAIN_METRIC
+from mmeb.metrics import MAIN_METRIC, near_chance
 from mmeb.prefetch import DEFAULT_WORKERS
 from mmeb.registry import model_identity
 from mmeb.results import (
@@ -305,7 +305,17 @@ def _run_locked(
         results.append(document)
         computed.append(task.name)
         echo(f"{task.name}: {MAIN_METRIC} {100 * evaluation.main_score:.1f}% -> {path}")
+    if encoder is not None and scores_chance(encoder) and computed:
+        echo(chance_summary(config.model_id, [r for r in results if r["task"] in computed]))
     return RunOutcome(results, computed, skipped)
+
+
+def chance_summary(model_id: str, documents: Sequence[dict[str, Any]]) -> str:
+    """One line for a model meant to score at chance, in place of a warning per task."""
+    at = sum(near_chance(d["metrics"][MAIN_METRIC], d["chance"], d["counts"]["rows"])
+             for d in documents)
+    return (f"{model_id}: at chance level on {at} of {len(documents)} tasks, as a random "
+            "baseline should be")
 
 
 def _check_reused_encoder(

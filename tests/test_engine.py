@@ -85,6 +85,12 @@ def test_constant_encoder_scores_chance_and_is_warned_about(tmp_path):
     assert result.metrics["hit@1"] == pytest.approx(1 / 8)
     assert result.chance == pytest.approx(1 / 8)
     assert any("chance level" in w for w in result.warnings)
+    # The same vectors from a model that declares itself a random baseline: no warning.
+    baseline = Constant()
+    baseline.scores_chance = True
+    quiet = evaluate_task(baseline, task, data_dir=str(tmp_path), progress=False)
+    assert quiet.metrics == result.metrics
+    assert quiet.warnings == []
 
 
 def test_copies_of_the_gold_count_as_the_gold(tmp_path):
