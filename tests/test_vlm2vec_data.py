@@ -203,3 +203,20 @@ def test_processes_share_out_the_same_global_batch(train_dir: Path) -> None:
     halves = batch_pairs(d, s, 3, 8, 0, 2) + batch_pairs(d, s, 3, 8, 1, 2)
     assert whole == halves
     assert len(set(map(str, whole))) == 8
+
+
+def test_subset_batches_hold_one_subset_each_and_cover_it_once_per_epoch() -> None:
+    from vlm2vec.data import SubsetBatchStream
+
+    sizes = [40, 24, 16]
+    s = SubsetBatchStream(sizes, seed=0, batch=8)
+    batches = [s.at(8 * b, 8) for b in range(60)]
+    assert all(len({i for i, _ in batch}) == 1 for batch in batches)
+    drawn = [batch[0][0] for batch in batches]
+    assert set(drawn) == {0, 1, 2}
+    assert drawn.count(0) > drawn.count(2)  # in proportion to the sizes
+    rows_of_1 = [j for batch in batches if batch[0][0] == 1 for _, j in batch]
+    assert sorted(rows_of_1[:24]) == list(range(24))  # a shuffle of the subset per epoch
+    # A pure function of the position: a fresh stream (a resumed run, another rank) agrees.
+    assert SubsetBatchStream(sizes, seed=0, batch=8).at(8 * 37 + 4, 4) == batches[37][4:]
+    assert SubsetBatchStream(sizes, seed=1, batch=8).at(0, 64) != s.at(0, 64)

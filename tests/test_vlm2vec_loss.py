@@ -61,3 +61,27 @@ def test_sharded_loss_has_the_full_batch_gradient_over_two_processes() -> None:
                          str(REPO / "tests" / "ddp_loss_check.py")], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_copies_of_a_positive_are_left_out_of_its_softmax() -> None:
+    gen = torch.Generator().manual_seed(3)
+    q, neg = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen)
+    t = torch.randn(5, 4, generator=gen)
+    t[3] = t[1]  # rows 1 and 3 share one positive (the same class name drawn twice)
+    neg[4] = t[0]  # and row 4's hard negative is row 0's positive
+    keys = torch.tensor([10, 11, 12, 11, 13])
+    neg_keys = torch.tensor([20, 21, 22, 23, 10])
+    got = info_nce(q, t, temperature=0.5, negatives=neg, target_keys=keys,
+                   negative_keys=neg_keys).item()
+    # Row by row: each row's softmax over the candidates that are not copies of its positive.
+    qn, cands = q / q.norm(dim=1, keepdim=True), torch.cat([t, neg])
+    cands = cands / cands.norm(dim=1, keepdim=True)
+    all_keys = torch.cat([keys, neg_keys])
+    expected = 0.0
+    for i in range(5):
+        kept = [j for j in range(10) if j == i or all_keys[j] != keys[i]]
+        scores = torch.stack([qn[i] @ cands[j] for j in kept]) / 0.5
+        expected += float(-torch.log_softmax(scores, 0)[kept.index(i)])
+    assert abs(got - expected / 5) < 1e-5
+    unmasked = info_nce(q, t, temperature=0.5, negatives=neg).item()
+    assert unmasked > got  # the copies scored like the positive: counted as negatives

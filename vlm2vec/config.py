@@ -55,6 +55,10 @@ class TrainConfig:
                                             "batch draws subsets with these probabilities). "
                                             "Empty: one shuffle of all pairs per epoch, as the "
                                             "original (subsets in proportion to their size).")
+    batch_by_subset: bool = _key(False, "Draw every global batch from one subset (chosen with "
+                                 "subset_weights, else in proportion to the subsets' sizes), so "
+                                 "in-batch negatives come from the same task; the original mixes "
+                                 "subsets in every batch.")
     hard_negatives: bool = _key(False, "Add each row's neg_text/neg_image_path (where present) "
                                 "as an extra negative target.")
     check_images: str = _key("header", "How images are checked before training: `exists`, "
@@ -91,6 +95,9 @@ class TrainConfig:
     normalize: bool = _key(True, "L2-normalise embeddings before the similarity (cosine).")
     # -- loss and batch -------------------------------------------------------------------
     temperature: float = _key(0.02, "InfoNCE temperature.")
+    mask_duplicates: bool = _key(False, "Leave out of a row's softmax the in-batch candidates "
+                                 "equal to its positive (same text and image), which are copies, "
+                                 "not negatives; the original counts them as negatives.")
     symmetric: bool = _key(False, "Add the target->query InfoNCE term (mean of both); the "
                            "original is query->target only.")
     global_batch_size: int = _key(1024, "Pairs per optimizer step over all processes; each of N "

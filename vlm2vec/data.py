@@ -435,9 +435,44 @@ class PairStream:
         return subset, int(self._perm((2, subset, epoch), n)[i])
 
 
-def stream_for(data: TrainData, seed: int, subset_weights: dict[str, float]) -> PairStream:
-    if not subset_weights:
-        return PairStream(data.sizes, seed)
+class SubsetBatchStream(PairStream):
+    """Every global batch from one subset: batch ``b`` draws its subset with the weights (or in
+    proportion to the subsets' sizes) and takes that subset's next ``batch`` pairs from its
+    own per-epoch shuffle. In-batch negatives are then pairs of the same task, as the eval's
+    candidate lists are. A pure function of the seed, like :class:`PairStream`."""
+
+    def __init__(self, sizes: Sequence[int], seed: int, batch: int,
+                 weights: Sequence[float] | None = None) -> None:
+        super().__init__(sizes, seed, weights if weights is not None else sizes)
+        self.batch = batch
+
+    def _one(self, position: int) -> tuple[int, int]:
+        number, offset = divmod(position, self.batch)
+        # Batch numbers play the part of PairStream's positions: subset draws and the count of
+        # earlier batches of the same subset.
+        block, index = divmod(number, self.BLOCK)
+        counts = self._counts_before(block)
+        choices = self._choices(block)
+        subset = int(choices[index])
+        earlier = int(counts[subset] + np.count_nonzero(choices[:index] == subset))
+        n = int(self.sizes[subset])
+        epoch, i = divmod(earlier * self.batch + offset, n)
+        return subset, int(self._perm((3, subset, epoch), n)[i])
+
+
+def stream_for(data: TrainData, seed: int, subset_weights: dict[str, float],
+               batch_by_subset: int = 0) -> PairStream:
+    """The stream of pairs; ``batch_by_subset`` (the global batch size, or 0) makes every
+    global batch come from one subset."""
+    weights = None
+    if subset_weights:
+        weights = _weights(data, subset_weights)
+    if batch_by_subset:
+        return SubsetBatchStream(data.sizes, seed, batch_by_subset, weights)
+    return PairStream(data.sizes, seed, weights)
+
+
+def _weights(data: TrainData, subset_weights: dict[str, float]) -> list[float]:
     names = [s.name for s in data.subsets]
     unknown = sorted(set(subset_weights) - set(names))
     if unknown:
@@ -447,7 +482,7 @@ def stream_for(data: TrainData, seed: int, subset_weights: dict[str, float]) -> 
     if missing:
         raise DataError(f"subset_weights: no weight for {', '.join(missing)}; give every "
                         "training subset a weight (0 leaves it out)")
-    return PairStream(data.sizes, seed, [subset_weights[n] for n in names])
+    return [subset_weights[n] for n in names]
 
 
 def batch_pairs(data: TrainData, stream: PairStream, step: int, global_batch: int,

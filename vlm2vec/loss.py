@@ -68,12 +68,18 @@ def info_nce(
     negative_mask: torch.Tensor | None = None,
     symmetric: bool = False,
     normalize: bool = True,
+    target_keys: torch.Tensor | None = None,
+    negative_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """This process's InfoNCE loss (query -> target, optionally also target -> query).
 
     ``queries`` and ``targets`` are [B, D], row i of each forming a pair. ``negatives`` [B, D]
     are hard negatives, one per row at most; ``negative_mask`` [B] tells which rows have one
     (the others are ignored). Everything is gathered over processes before scoring.
+
+    ``target_keys`` (and ``negative_keys`` with hard negatives) [B] name each input's content:
+    a candidate with the same key as a row's positive is a copy of it (the same class name
+    drawn twice in one batch), not a negative, and is left out of that row's softmax.
     """
     if normalize:
         queries, targets = F.normalize(queries, dim=-1), F.normalize(targets, dim=-1)
@@ -95,6 +101,15 @@ def info_nce(
         # Rows without a hard negative contribute a score of -inf (probability 0).
         keep = torch.cat([torch.ones_like(mask), mask])
         scores = scores.masked_fill(~keep[None, :], float("-inf"))
+    if target_keys is not None:
+        keys = all_gather(target_keys)
+        if negatives is not None:
+            if negative_keys is None:
+                raise ValueError("negative_keys are needed with negatives and target_keys")
+            keys = torch.cat([keys, all_gather(negative_keys)])
+        copies = target_keys[:, None] == keys[None, :]
+        copies[torch.arange(rows, device=copies.device), labels] = False
+        scores = scores.masked_fill(copies, float("-inf"))
     loss = F.cross_entropy(scores, labels)
     if symmetric:
         all_queries = all_gather(queries)

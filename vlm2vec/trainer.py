@@ -30,7 +30,15 @@ import torch.distributed as dist
 
 from mmeb.errors import MMEBError, ModelError
 from vlm2vec.config import TrainConfig, differing_keys, to_dict, to_yaml
-from vlm2vec.data import Pair, PairStream, TrainData, batch_pairs, load_train_data, stream_for
+from vlm2vec.data import (
+    Input,
+    Pair,
+    PairStream,
+    TrainData,
+    batch_pairs,
+    load_train_data,
+    stream_for,
+)
 from vlm2vec.gradcache import Reps, Sides, gradcache_step, plain_step
 from vlm2vec.loss import global_mean, info_nce
 from vlm2vec.model import EmbeddingModel, build_model, trainable_state
@@ -198,7 +206,8 @@ class Trainer:
             hard_negatives=c.hard_negatives, check_images=c.check_images,
             skip_bad_rows=c.skip_bad_rows, hub_revision=c.hub_revision,
             bad_rows_file=self.out / "bad_rows.jsonl" if self.main else None)
-        self.stream = stream_for(self.data, c.seed, c.subset_weights)
+        self.stream = stream_for(self.data, c.seed, c.subset_weights,
+                                 c.global_batch_size if c.batch_by_subset else 0)
         if self.main:
             sizes = ", ".join(f"{s.name} {len(s)}" for s in self.data.subsets)
             log.info("training pairs: %d (%s)", sum(self.data.sizes), sizes)
@@ -311,6 +320,11 @@ class Trainer:
         c = self.config
         has_neg = torch.tensor([p.negative is not None for p in pairs], device=self.device)
         rows = torch.nonzero(has_neg).flatten()
+        keys: dict[str, torch.Tensor | None] = {"target_keys": None, "negative_keys": None}
+        if c.mask_duplicates:
+            keys["target_keys"] = content_keys([p.target for p in pairs], self.device)
+            if c.hard_negatives:
+                keys["negative_keys"] = content_keys([p.negative for p in pairs], self.device)
 
         def loss(reps: Reps) -> torch.Tensor:
             queries, targets = reps["query"].float(), reps["target"].float()
@@ -321,7 +335,7 @@ class Trainer:
                     negatives = negatives.index_copy(0, rows, reps["negative"].float())
             return info_nce(queries, targets, temperature=c.temperature, negatives=negatives,
                             negative_mask=has_neg if c.hard_negatives else None,
-                            symmetric=c.symmetric, normalize=c.normalize)
+                            symmetric=c.symmetric, normalize=c.normalize, **keys)
 
         return loss
 
@@ -403,6 +417,20 @@ class Trainer:
             log.info("done: %d steps, model written to %s", self.step, self.out)
         _barrier()
         return last
+
+
+def content_keys(inputs: list[Input | None], device: torch.device) -> torch.Tensor:
+    """One int64 per input naming its text and image (the same on every process; -1 for a
+    missing input, which equals no positive's key)."""
+    import hashlib
+
+    def key(inp: Input | None) -> int:
+        if inp is None:
+            return -1
+        digest = hashlib.sha256(f"{inp.text}\0{inp.image or ''}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1  # non-negative
+
+    return torch.tensor([key(i) for i in inputs], dtype=torch.long, device=device)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
