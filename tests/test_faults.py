@@ -319,11 +319,12 @@ def kill_with_cache(setup: Setup, cache_setup: CacheSetup, base: Path, seed: int
     out, cache, calls = base / "out", base / "cache", base / "calls.log"
     if rng.random() < 0.5:
         event = rng.randint(1, len(cache_setup.events))
-        kind = f"event: {cache_setup.events[event - 1]}"
+        log = base / "events.log"
         killed = subprocess.run(cache_command(setup, out, cache, at_event=True),
-                                env={**ENV, "KILL_AT_EVENT": str(event)},
+                                env={**ENV, "KILL_AT_EVENT": str(event), "EVENT_LOG": str(log)},
                                 capture_output=True, timeout=300)
-        assert killed.returncode == -signal.SIGKILL, (seed, kind, killed.stderr)
+        assert killed.returncode == -signal.SIGKILL, (seed, event, killed.stderr)
+        kind = "event: " + log.read_text().splitlines()[-1].split(" ", 1)[1]
     else:
         kind = "clock"
         proc = subprocess.Popen(cache_command(setup, out, cache), env=ENV,
