@@ -317,6 +317,7 @@ class CacheTrial:
 def kill_with_cache(setup: Setup, cache_setup: CacheSetup, base: Path, seed: int) -> CacheTrial:
     rng = random.Random(seed)
     out, cache, calls = base / "out", base / "cache", base / "calls.log"
+    base.mkdir(parents=True, exist_ok=True)
     if rng.random() < 0.5:
         event = rng.randint(1, len(cache_setup.events))
         log = base / "events.log"
