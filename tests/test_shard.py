@@ -249,3 +249,30 @@ def test_an_unexpected_planning_error_is_one_line_on_the_other_ranks(planned_run
     assert isinstance(rank1, MMEBError)
     assert str(rank1) == ("process 0 of 2 failed while planning the run (RuntimeError: disk "
                           "gone); see its output for the traceback")
+
+
+@pytest.mark.slow
+def test_torchrun_planning_error_on_rank_0_stops_every_process(tmp_path):
+    pytest.importorskip("torch.distributed")
+    data = tmp_path / "data"
+    colour_classification(data)
+    (tmp_path / "logged.py").write_text(ENCODER)
+    common = ["--model", f"{tmp_path / 'logged.py'}:build", "--tasks", "ImageNet-1K",
+              "--data-dir", str(data), "--no-progress", "--output-dir", str(tmp_path / "out")]
+    _run(common, [sys.executable], tmp_path / "1.log")
+    # Rank 0 alone reads the stored result and refuses it (another --limit): before any plan
+    # is shared. Every process must end with that error instead of waiting for the plan.
+    logs = tmp_path / "logs"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), "--log-dir", str(logs), "--redirects", "3",
+         "-m", "mmeb", "run", *common, "--limit", "5"],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "ENCODE_LOG": str(tmp_path / "2.log")})
+    assert done.returncode != 0
+    errors = sorted(p.read_text().strip() for p in logs.rglob("stderr.log"))
+    assert len(errors) == 2, errors
+    assert errors[0] == errors[1], errors
+    assert errors[0].startswith("error: ") and "was computed with other settings" in errors[0]
+    assert len(errors[0].splitlines()) == 1
+    assert not (tmp_path / "2.log").exists()  # nothing encoded
