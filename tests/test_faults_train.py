@@ -9,7 +9,8 @@ each readable, its weights and optimizer state equal to the uninterrupted run's 
 and a final model file, if any, whole. The resumed run must then equal the uninterrupted one:
 metrics of every step, final weights, the checkpoints kept, and no hidden leftover.
 
-One trial (a kill while a checkpoint is written) runs in the default suite;
+One trial (a kill while a checkpoint is written; the killed run is then refused without
+``--resume`` and with changed settings) runs in the default suite;
 ``pytest -m slow tests/test_faults_train.py -s`` runs 24 and prints its figures.
 """
 
@@ -30,7 +31,7 @@ import torch
 from vlm2vec_fixtures import REPO, env, flags, quick, small_suite
 
 from vlm2vec.config import build_config
-from vlm2vec.trainer import CHECKPOINTS, list_checkpoints, train
+from vlm2vec.trainer import CHECKPOINTS, TrainError, list_checkpoints, train
 
 KILLER = REPO / "tests" / "kill_at_event.py"
 CHECKPOINT_FILES = {"weights.safetensors", "optimizer.pt", "scheduler.pt", "config.yaml",
@@ -124,7 +125,16 @@ class Trial:
     exact: bool  # the resumed run's losses and weights are bit-identical to the reference's
 
 
-def kill_and_resume(reference: Reference, base: Path, mode: str, seed: int) -> Trial:
+def check_refusals(settings: dict[str, Any], found: list[Path]) -> None:
+    """A killed run is continued only when asked to, and only with the same settings."""
+    with pytest.raises(TrainError, match=f"already holds {found[-1].name}; pass --resume"):
+        train(build_config(overrides=settings))
+    with pytest.raises(TrainError, match=r"--resume: temperature is 0.1 but the checkpoint"):
+        train(build_config(overrides={**settings, "resume": True, "temperature": 0.1}))
+
+
+def kill_and_resume(reference: Reference, base: Path, mode: str, seed: int,
+                    refusals: bool = False) -> Trial:
     rng = random.Random(seed)
     out = base / "run"
     base.mkdir(parents=True, exist_ok=True)
@@ -154,6 +164,8 @@ def kill_and_resume(reference: Reference, base: Path, mode: str, seed: int) -> T
     if final.exists():  # only ever the whole final model
         assert close(load(final), load(reference.out / "model.safetensors")), (seed, where)
 
+    if refusals:
+        check_refusals(settings, found)
     train(build_config(overrides={**settings, "resume": True}))
     assert close(metrics(out), metrics(reference.out)), (seed, where)
     assert [p.name for p in list_checkpoints(out)] == [
@@ -169,9 +181,9 @@ def kill_and_resume(reference: Reference, base: Path, mode: str, seed: int) -> T
     return Trial(where, len(found), f"/{CHECKPOINTS}/" in where, exact)
 
 
-def run_trials(reference: Reference, base: Path, trials: tuple[tuple[str, int], ...]
-               ) -> list[Trial]:
-    done = [kill_and_resume(reference, base / f"trial-{seed}", mode, seed)
+def run_trials(reference: Reference, base: Path, trials: tuple[tuple[str, int], ...],
+               refusals: bool = False) -> list[Trial]:
+    done = [kill_and_resume(reference, base / f"trial-{seed}", mode, seed, refusals)
             for mode, seed in trials]
     at_events = [t for t in done if t.where != "clock"]
     print(f"\ntrainer fault suite: {len(done)} SIGKILL trials ({len(at_events)} at a "
@@ -187,8 +199,9 @@ def run_trials(reference: Reference, base: Path, trials: tuple[tuple[str, int], 
 
 def test_killed_training_resumes_to_the_uninterrupted_run(reference: Reference,
                                                           tmp_path: Path) -> None:
-    trials = run_trials(reference, tmp_path, DEFAULT_TRIALS)
+    trials = run_trials(reference, tmp_path, DEFAULT_TRIALS, refusals=True)
     assert trials[0].in_checkpoint
+    assert trials[0].checkpoints  # there was a checkpoint to refuse to overwrite
 
 
 @pytest.mark.slow

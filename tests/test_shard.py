@@ -273,6 +273,7 @@ def test_torchrun_planning_error_on_rank_0_stops_every_process(tmp_path):
     errors = sorted(p.read_text().strip() for p in logs.rglob("stderr.log"))
     assert len(errors) == 2, errors
     assert errors[0] == errors[1], errors
-    assert errors[0].startswith("error: ") and "was computed with other settings" in errors[0]
+    assert errors[0].startswith("error: ")
+    assert "was computed with other settings" in errors[0]
     assert len(errors[0].splitlines()) == 1
     assert not (tmp_path / "2.log").exists()  # nothing encoded
