@@ -36,9 +36,13 @@ from vlm2vec.trainer import CHECKPOINTS, TrainError, list_checkpoints, train
 KILLER = REPO / "tests" / "kill_at_event.py"
 CHECKPOINT_FILES = {"weights.safetensors", "optimizer.pt", "scheduler.pt", "config.yaml",
                     "state.json", "rng-rank0.pt"}
-DEFAULT_TRIALS = (("checkpoint", 0),)
-SLOW_TRIALS = tuple(("checkpoint", s) for s in range(100, 108)) + tuple(
-    ("any", s) for s in range(200, 216))
+# A mode says where the kill lands: "checkpoint" at a seeded one of the events of checkpoint
+# writing, "any" at a seeded event or moment; the others at one chosen event:
+# "last-rename" right after the last checkpoint is renamed into place, before older ones are
+# rotated out; "rotation" inside the removal of the oldest checkpoint.
+DEFAULT_TRIALS = (("last-rename", 0),)
+SLOW_TRIALS = (("rotation", 1), ("checkpoint", 0), *(("checkpoint", s) for s in range(100, 106)),
+               *(("any", s) for s in range(200, 216)))
 
 
 def settings_for(suite: Path, out: Path, **overrides: Any) -> dict[str, Any]:
@@ -125,6 +129,19 @@ class Trial:
     exact: bool  # the resumed run's losses and weights are bit-identical to the reference's
 
 
+def pick_event(events: list[str], mode: str, rng: random.Random) -> int:
+    """The number of the event to kill at (see the modes above)."""
+    renamed = [i for i, e in enumerate(events, 1)
+               if e.startswith("rename> ") and e.endswith(".tmp") and f"/{CHECKPOINTS}/" in e]
+    if mode == "last-rename":
+        return renamed[-1]
+    if mode == "rotation":  # the third save is the first that removes one (2 are kept)
+        return renamed[2] + 4
+    if mode == "checkpoint":
+        return rng.choice([i for i, e in enumerate(events, 1) if f"/{CHECKPOINTS}/" in e])
+    return rng.randint(1, len(events))
+
+
 def check_refusals(settings: dict[str, Any], found: list[Path]) -> None:
     """A killed run is continued only when asked to, and only with the same settings."""
     with pytest.raises(TrainError, match=f"already holds {found[-1].name}; pass --resume"):
@@ -139,10 +156,8 @@ def kill_and_resume(reference: Reference, base: Path, mode: str, seed: int,
     out = base / "run"
     base.mkdir(parents=True, exist_ok=True)
     settings = settings_for(reference.suite, out)
-    writing = [i for i, e in enumerate(reference.events, 1) if f"/{CHECKPOINTS}/" in e]
-    if mode == "checkpoint" or rng.random() < 0.5:
-        event = rng.choice(writing) if mode == "checkpoint" else rng.randint(
-            1, len(reference.events))
+    if mode != "any" or rng.random() < 0.5:
+        event = pick_event(reference.events, mode, rng)
         log = base / "events.log"
         killed = subprocess.run(command(settings), capture_output=True, text=True, timeout=300,
                                 env={**env(), "KILL_AT_EVENT": str(event),

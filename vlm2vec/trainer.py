@@ -212,6 +212,7 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.out)
+            self._rotate_checkpoints()  # a run killed before its last rotation kept one more
             text = to_yaml(self.config)
             _write_text_atomic(self.out / "config.yaml", text)
             sys.stdout.write(f"# effective config (saved to {self.out / 'config.yaml'})\n{text}")
@@ -281,9 +282,13 @@ class Trainer:
                 os.rename(final, replaced)
             os.rename(tmp, final)
             shutil.rmtree(replaced, ignore_errors=True)
-            for old in list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
-                _remove_folder(old)
+            self._rotate_checkpoints()
         _barrier()
+
+    def _rotate_checkpoints(self) -> None:
+        """Keep the newest ``keep_checkpoints``."""
+        for old in list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
+            _remove_folder(old)
 
     def _save_model(self) -> None:
         """The final model into the run folder, each file renamed into place when complete:
