@@ -39,9 +39,10 @@ CHECKPOINT_FILES = {"weights.safetensors", "optimizer.pt", "scheduler.pt", "conf
 # A mode says where the kill lands: "checkpoint" at a seeded one of the events of checkpoint
 # writing, "any" at a seeded event or moment; the others at one chosen event:
 # "last-rename" right after the last checkpoint is renamed into place, before older ones are
-# rotated out; "rotation" inside the removal of the oldest checkpoint.
+# rotated out; "rotation" inside the removal of the oldest checkpoint; "final-write" inside the
+# write of the final model's weights.
 DEFAULT_TRIALS = (("last-rename", 0),)
-SLOW_TRIALS = (("rotation", 1), ("checkpoint", 0), *(("checkpoint", s) for s in range(100, 106)),
+SLOW_TRIALS = (("rotation", 1), ("final-write", 2), *(("checkpoint", s) for s in range(100, 106)),
                *(("any", s) for s in range(200, 216)))
 
 
@@ -137,6 +138,8 @@ def pick_event(events: list[str], mode: str, rng: random.Random) -> int:
         return renamed[-1]
     if mode == "rotation":  # the third save is the first that removes one (2 are kept)
         return renamed[2] + 4
+    if mode == "final-write":
+        return max(i for i, e in enumerate(events, 1) if e.startswith("save_file~ "))
     if mode == "checkpoint":
         return rng.choice([i for i, e in enumerate(events, 1) if f"/{CHECKPOINTS}/" in e])
     return rng.randint(1, len(events))
