@@ -224,7 +224,7 @@ def run(
 
     Under torchrun every process runs this; rank 0 alone reads and writes the results folder
     and decides which tasks to compute, the others only help encode (their outcome lists
-    nothing).
+    nothing). A failure while planning, on any process, is raised on every process.
     """
     if not tasks:
         raise ResultsError("no tasks selected")
