@@ -286,9 +286,10 @@ def bench_memory(work: Path, repeats: int) -> dict[str, Any]:
         # Peaks above the resident size after imports; the import peak itself is a floor.
         peak = statistics.median(r["peak_kb"] - r["base_kb"] for r in runs) / 1024
         loading = statistics.median(r["loaded_kb"] - r["base_kb"] for r in runs) / 1024
-        # What must grow with the queries: float64 vectors (the engine's) + float32 (the
-        # encoder's) of each query, the rows' index arrays (query index + padded candidates).
-        vectors = n * 64 * (8 + 4) / 2**20
+        # What must grow with the queries: the engine's float64 vector of each query (the
+        # encoder's float32 output and the scorer's float32 copy exist per batch only) and the
+        # rows' index arrays (query index + padded candidates).
+        vectors = n * 64 * 8 / 2**20
         indexes = n * (1 + 10) * 8 / 2**20
         result[str(n)] = {"peak_above_imports_mb": peak, "after_loading_rows_mb": loading,
                           "encode_and_score_mb": peak - loading, "vectors_mb": vectors,

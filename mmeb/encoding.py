@@ -20,6 +20,7 @@ import numpy as np
 from mmeb.embcache import EmbeddingCache
 from mmeb.encoder import Encoder, encoder_config
 from mmeb.items import Item, Side
+from mmeb.itemtable import subset
 from mmeb.prefetch import reads_images
 from mmeb.shard import ShardGroup, current_group
 from mmeb.taskspec import TaskSpec
@@ -54,7 +55,7 @@ def encode_side(
     part = np.zeros((0, 0))
     if len(mine):
         part = encode(
-            encoder, [items[i] for i in mine.tolist()], side=side, task=task,
+            encoder, subset(items, mine), side=side, task=task,
             batch_size=batch_size, progress=progress and group.is_writer,
             prefetch=prefetch if reads_images(encoder) else 0,
         )

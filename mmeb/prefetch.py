@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from mmeb.items import Item
+from mmeb.itemtable import any_image
 
 DEFAULT_WORKERS = 2
 """Decoding threads of ``mmeb run`` (``--prefetch``); 0 decodes inside the encoder's call."""
@@ -40,7 +41,7 @@ def iter_batches(
     Order and content are those of plain slicing: only where the pixels are read changes.
     """
     starts = range(0, len(items), batch_size)
-    if workers <= 0 or not any(item.image_path is not None for item in items):
+    if workers <= 0 or not any_image(items):
         for start in starts:
             yield items[start : start + batch_size]
         return
