@@ -43,4 +43,3 @@ def int_to_numpy(array: Any) -> np.ndarray:
     values = np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
                            offset=array.offset * dtype.itemsize)
     return values.astype(np.int64)
-
