@@ -82,19 +82,11 @@ def model_facts(family: str) -> ModelEntry | None:
 
 
 def local_revision(folder: Path) -> str:
-    """A short digest naming the contents of a local checkpoint folder: every file's relative
-    path and size, and the bytes of its JSON configs (weights are too large to hash on each
-    load; a changed weight file almost always changes its size or its index)."""
-    import hashlib
+    """A short digest naming the contents of a local checkpoint folder in results (file names,
+    sizes and JSON configs; see :mod:`mmeb.revision`)."""
+    from mmeb.revision import checkpoint_digest
 
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        size = path.stat().st_size
-        digest.update(f"{rel}\0{size}\n".encode())
-        if path.suffix == ".json" and size <= 1 << 20:
-            digest.update(path.read_bytes())
-    return f"local-{digest.hexdigest()[:16]}"
+    return f"local-{checkpoint_digest(folder)[:16]}"
 
 
 def parse_batch_size(batch_size: Any) -> int:
