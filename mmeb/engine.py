@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +80,9 @@ def encode_in_batches(
     """Encode ``items`` in batches of ``batch_size``; returns L2-normalised float64 vectors.
 
     The caller passes each input once (``TaskInputs`` holds unique items); this function does
-    not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile."""
-    from mmeb.prefetch import iter_batches
+    not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile; an
+    adapter with preprocessing workers has its batches prepared in those instead."""
+    from mmeb.prefetch import iter_batches, iter_prepared, preprocess_workers
     from mmeb.progress import progress_bar
 
     # One array for all vectors, allocated once the first batch gives the width: no list of
@@ -89,9 +90,17 @@ def encode_in_batches(
     vectors: np.ndarray | None = None
     done = 0
     bar = progress_bar(total=len(items), desc=f"{task.name} {side}s", enabled=progress)
+    workers = preprocess_workers(encoder)
+    stream: Iterator[tuple[Sequence[Item], Any]] = (
+        iter_prepared(items, batch_size, encoder.preprocessor(side=side, task=task),  # type: ignore[attr-defined]
+                      workers=workers)
+        if workers else ((batch, None) for batch in iter_batches(items, batch_size,
+                                                                  workers=prefetch)))
     try:
-        for batch in iter_batches(items, batch_size, workers=prefetch):
-            out = _to_numpy(encoder.encode(batch, side=side, task=task), encoder, side, task)
+        for batch, prepared in stream:
+            raw = (encoder.encode(batch, side=side, task=task) if prepared is None
+                   else encoder.encode_prepared(prepared))  # type: ignore[attr-defined]
+            out = _to_numpy(raw, encoder, side, task)
             if out.ndim != 2 or out.shape[0] != len(batch):
                 raise ModelError(
                     f"model {encoder.name!r} returned shape {out.shape} for {len(batch)} "
@@ -110,6 +119,8 @@ def encode_in_batches(
             bar.update(len(batch))
     finally:
         bar.close()
+        if hasattr(stream, "close"):
+            stream.close()  # a failed batch stops the decoding threads or worker processes
     return vectors if vectors is not None else np.zeros((0, 0))
 
 
