@@ -255,8 +255,10 @@ from mmeb.engine import evaluate_inputs
 from mmeb.random_encoder import RandomEncoder
 from mmeb.tasks import get_task
 
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():  # this process image's high-water mark, in KiB. Not ru_maxrss: Linux carries
+    # that over exec from the forked parent, so a large benchmark process would set the floor.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 def current():  # resident now, in KiB (the peak of importing may lie above it)
     with open("/proc/self/statm") as f:

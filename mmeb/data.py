@@ -223,8 +223,9 @@ def _item_table(task: TaskSpec, root: str, instruction: str | None, columns: dic
             row = int(columns["rows"][i])
             where = f"row {row} query" if side == "query" else f"row {row} candidate {cols[i]}"
             text = parse(raw, instruction)
-            has_text[i], parsed[i], has_image[i] = bool(text.text), text.instruction is not None, \
-                bool(rel)
+            has_text[i] = bool(text.text)
+            parsed[i] = text.instruction is not None
+            has_image[i] = bool(rel)
             if rel:
                 _check_image(task, root, rel, where)
             elif not text.text:
@@ -362,9 +363,9 @@ def _add_batch(task: TaskSpec, table: Any, first_row: int, queries: _Side, targe
     _check_lengths(task, lengths, path_lengths, first_row)
 
     qry_text = table.column("qry_text").combine_chunks()
-    qry_norm = normalize_paths(table.column("qry_img_path"))  # identity must not depend on
-    rows = first_row + np.arange(n)  # the spelling of the image path
-    queries.keep_codes(queries.add(qry_text, qry_norm, rows, None))
+    # Image identity must not depend on how the path is spelled.
+    qry_norm = normalize_paths(table.column("qry_img_path"))
+    queries.keep_codes(queries.add(qry_text, qry_norm, first_row + np.arange(n), None))
 
     flat_text, flat_path = tgt_text.flatten(), normalize_paths(tgt_path.flatten())
     offsets = np.concatenate([[0], np.cumsum(lengths)])
