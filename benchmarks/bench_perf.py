@@ -255,8 +255,10 @@ from mmeb.engine import evaluate_inputs
 from mmeb.random_encoder import RandomEncoder
 from mmeb.tasks import get_task
 
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():  # this process image's high-water mark, in KiB. Not ru_maxrss: Linux carries
+    # that over exec from the forked parent, so a large benchmark process would set the floor.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 def current():  # resident now, in KiB (the peak of importing may lie above it)
     with open("/proc/self/statm") as f:
@@ -286,9 +288,10 @@ def bench_memory(work: Path, repeats: int) -> dict[str, Any]:
         # Peaks above the resident size after imports; the import peak itself is a floor.
         peak = statistics.median(r["peak_kb"] - r["base_kb"] for r in runs) / 1024
         loading = statistics.median(r["loaded_kb"] - r["base_kb"] for r in runs) / 1024
-        # What must grow with the queries: float64 vectors (the engine's) + float32 (the
-        # encoder's) of each query, the rows' index arrays (query index + padded candidates).
-        vectors = n * 64 * (8 + 4) / 2**20
+        # What must grow with the queries: the engine's float64 vector of each query (the
+        # encoder's float32 output and the scorer's float32 copy exist per batch only) and the
+        # rows' index arrays (query index + padded candidates).
+        vectors = n * 64 * 8 / 2**20
         indexes = n * (1 + 10) * 8 / 2**20
         result[str(n)] = {"peak_above_imports_mb": peak, "after_loading_rows_mb": loading,
                           "encode_and_score_mb": peak - loading, "vectors_mb": vectors,

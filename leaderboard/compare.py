@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,7 +68,7 @@ class Comparison:
     metric: str
     models: list[str]  # measured models; the first is the reference of every delta
     published: list[str]  # labels of the published columns
-    cells: pd.DataFrame
+    records: list[dict[str, Any]]  # one per table cell (keys of CELL_COLUMNS; absent = none)
     status: dict[str, ModelStatus]
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
@@ -80,9 +81,17 @@ class Comparison:
     def columns(self) -> list[str]:
         return [*self.models, *self.published]
 
+    @cached_property
+    def cells(self) -> pd.DataFrame:
+        """The records as a long frame (pandas is imported only here: the plain-text table of
+        ``mmeb run`` reads the records)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.records, columns=CELL_COLUMNS)
+
     @property
     def row_order(self) -> list[str]:
-        return list(dict.fromkeys(self.cells["row"]))
+        return list(dict.fromkeys(record["row"] for record in self.records))
 
     def wide(self, value: str = "value") -> pd.DataFrame:
         """Rows (datasets, then aggregates) x columns (measured, then published)."""
@@ -184,16 +193,13 @@ def _compare_suite(
         builder.dataset(info)
     for group, kind in aggregate_groups():
         builder.aggregate(group, kind, [t.name for t in expected if in_group(t, group, kind)])
-    import pandas as pd
-
-    frame = pd.DataFrame.from_records(builder.cells, columns=CELL_COLUMNS)
-    frame["partial"] = frame["partial"].fillna(False).astype(bool)
+    records = [{**cell, "partial": bool(cell.get("partial", False))} for cell in builder.cells]
     names = list(measured)
     status = {n: _status(n, measured[n], expected) for n in names}
     settings = {"metric": metric, "resamples": resamples, "seed": seed, "alpha": alpha,
                 "interval": f"{100 * (1 - alpha):g}% percentile bootstrap over queries",
                 "test": "paired sign-flip permutation test on per-query outcomes"}
-    return Comparison(suite, metric, names, [r.label for r in published], frame, status,
+    return Comparison(suite, metric, names, [r.label for r in published], records, status,
                       settings, _notes(status))
 
 

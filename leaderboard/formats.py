@@ -12,9 +12,10 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-from mmeb.leaderboard.compare import Comparison
+from mmeb.leaderboard.compare import CELL_COLUMNS, Comparison
 from mmeb.leaderboard.page import page
 from mmeb.leaderboard.taskinfo import SUITE_TITLES
 
@@ -65,7 +66,11 @@ def _row_label(row: Any) -> str:
 
 def build_table(comparison: Comparison, *, details: bool = False) -> Table:
     """The displayed table; ``details`` adds chance level and query counts (one model)."""
-    cells = comparison.cells
+    # Grouped from the records, not the frame: `mmeb run` prints this table without pandas.
+    groups: dict[str, dict[str, SimpleNamespace]] = {}
+    for record in comparison.records:
+        cell = SimpleNamespace(**{key: record.get(key) for key in CELL_COLUMNS})
+        groups.setdefault(record["row"], {})[record["column"]] = cell
     ref = comparison.reference
     headers = ["dataset", "meta-task", "role"]
     for name in comparison.models:
@@ -81,18 +86,17 @@ def build_table(comparison: Comparison, *, details: bool = False) -> Table:
     body: list[list[Cell]] = []
     aggregates: list[list[Cell]] = []
     notes: list[str] = []
-    for row_name in comparison.row_order:
-        group = cells[cells["row"] == row_name].set_index("column")
-        first = group.iloc[0]
+    for row_name, group in groups.items():
+        first = next(iter(group.values()))
         out = [Cell(_row_label(first)), Cell(str(first.meta_task or "")),
                Cell(str(first.role or "") if first.row_type == "dataset" else "")]
         for name in comparison.models:
-            cell = group.loc[name]
+            cell = group[name]
             out.append(_score_cell(cell))
             if name != ref:
                 out.append(_delta_cell(cell))
         for label in comparison.published:
-            cell = group.loc[label]
+            cell = group[label]
             text = pct(cell.value)
             if first.row_type != "dataset" and cell.note and not is_missing(cell.value):
                 text += NOTE
@@ -100,9 +104,9 @@ def build_table(comparison: Comparison, *, details: bool = False) -> Table:
             out.append(Cell(text, None if is_missing(cell.value) else float(cell.value)))
         if details:
             if first.row_type == "dataset":
-                c = group.loc[ref].chance
+                c = group[ref].chance
                 out.append(Cell(pct(c), None if is_missing(c) else float(c)))
-                q = group.loc[ref].queries
+                q = group[ref].queries
                 out.append(Cell("-" if is_missing(q) else str(int(q)),
                                 None if is_missing(q) else float(q)))
             else:

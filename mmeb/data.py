@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from mmeb.arrow_np import int_scalar, int_to_numpy, large_string_scalar
 from mmeb.errors import DataError
 from mmeb.instructions import parse
 from mmeb.items import Item
+from mmeb.itemtable import ItemTable, arrow_indices, resolve_image_path
+from mmeb.memory import release_freed_memory, use_system_memory_pool
 from mmeb.sources import DataSource, resolve_source
 from mmeb.taskspec import TaskSpec
 
@@ -38,8 +41,8 @@ class TaskInputs:
     """A task ready for encoding: each unique input once, rows as index arrays."""
 
     task: TaskSpec
-    queries: list[Item]  # unique query items
-    targets: list[Item]  # unique candidate items
+    queries: Sequence[Item]  # unique query items (an ItemTable: built per batch)
+    targets: Sequence[Item]  # unique candidate items
     query_index: np.ndarray  # (rows,) -> index into queries
     candidates: np.ndarray  # (rows, max_candidates) -> index into targets, -1 = padding
     num_rows_total: int  # rows in the data before --limit
@@ -54,41 +57,63 @@ class TaskInputs:
         return (self.candidates >= 0).sum(axis=1)
 
 
-def read_rows(task: TaskSpec, source: DataSource) -> Any:
-    """Read and validate the v1 columns of every file; returns one pyarrow table.
+#: Rows decoded and deduplicated per step: the memory for reading follows this, not the task.
+ROW_BATCH = 2048
 
-    Each file is read from disk once: the same bytes are parsed and hashed (the hash goes into
-    ``source.sha256`` and from there into the result).
-    """
+
+def _target_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(name, _arrow_types()[kind]) for name, kind in EVAL_COLUMNS.items()])
+
+
+def _check_files(task: TaskSpec, source: DataSource) -> int:
+    """Open every file and check its columns before any row is read; returns the rows in all.
+
+    Records the files' sha256 in ``source.sha256`` (and from there in the result)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    digest = hashlib.sha256()
-    target = pa.schema([(name, _arrow_types()[kind]) for name, kind in EVAL_COLUMNS.items()])
-    tables = []
+    total = 0
     for file in source.parquet_files:
-        data = file.read_bytes()
-        digest.update(data)
         try:
-            parquet = pq.ParquetFile(pa.BufferReader(data))
+            with pq.ParquetFile(file) as parquet:
+                _check_schema(task, file, parquet.schema_arrow)
+                total += parquet.metadata.num_rows
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{task.name}: cannot read {file} ({exc})") from None
-        _check_schema(task, file, parquet.schema_arrow)
-        try:  # a valid footer says nothing about the data pages after it
-            table = parquet.read(columns=list(EVAL_COLUMNS)).cast(target)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(
-                f"{task.name}: cannot read the rows of {file} ({exc}); the file is damaged: "
-                "re-download it"
-            ) from None
-        _check_utf8(task, file, table)
-        tables.append(table)
-    source.sha256 = digest.hexdigest()
-    return pa.concat_tables(tables)
+    source.sha256 = parquet_sha256(source.parquet_files)
+    return total
+
+
+def _row_batches(task: TaskSpec, source: DataSource) -> Iterator[Any]:
+    """The v1 columns of every file, in order, as validated tables of at most ROW_BATCH rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = _target_schema()
+    for file in source.parquet_files:
+        # Streamed, not pre-buffered, one thread: only the pages of the current batch are held.
+        with pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 16) as parquet:
+            batches = parquet.iter_batches(batch_size=ROW_BATCH, columns=list(EVAL_COLUMNS),
+                                           use_threads=False)
+            while True:
+                try:  # a valid footer says nothing about the data pages after it
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    table = pa.Table.from_batches([batch]).cast(target)
+                except (OSError, pa.ArrowException) as exc:
+                    raise DataError(
+                        f"{task.name}: cannot read the rows of {file} ({exc}); the file is "
+                        "damaged: re-download it"
+                    ) from None
+                _check_utf8(task, file, table)
+                yield table
 
 
 def parquet_sha256(files: list[Path]) -> str:
-    """The sha256 :func:`read_rows` records for ``files``, from their bytes alone (no parsing)."""
+    """The sha256 of ``files``' bytes, in order (what a result records as the data's identity)."""
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as handle:
@@ -132,41 +157,108 @@ def _check_schema(task: TaskSpec, file: Path, schema: Any) -> None:
             raise DataError(f"{task.name}: {file} column {name!r} is {arrow_type}, expected {kind}")
 
 
-class _ItemMaker:
-    """Builds the item of one unique (raw, image path), resolving the path inside the root."""
+class _Side:
+    """The unique (raw string, image path) inputs of one side, gathered batch by batch.
 
-    def __init__(self, task: TaskSpec, image_root: Path, instruction: str | None) -> None:
-        self.task = task
-        self.root = os.path.realpath(image_root)
-        self.instruction = instruction
+    Each batch is deduplicated on its own (columnar); only its unique inputs are kept, with
+    the batch's codes into them. :meth:`finish` deduplicates those across batches and maps
+    every batch's codes to the final ones (order of first appearance in the data)."""
 
-    def __call__(self, raw: str, rel_path: str, origin: str) -> Item:
-        parsed = parse(raw, self.instruction)
-        return Item(raw=raw, text=parsed.text, instruction=parsed.instruction,
-                    image_path=self._resolve(rel_path, origin) if rel_path else None,
-                    origin=f"{self.task.name} {origin}")
+    def __init__(self) -> None:
+        self.raws: list[Any] = []  # per batch: its unique raw strings (Arrow)
+        self.paths: list[Any] = []  # ... their normalised image paths ("" = none)
+        self.rows: list[np.ndarray] = []  # ... the data row of each one's first appearance
+        self.columns: list[np.ndarray] = []  # ... its candidate position in that row
+        self.codes: list[np.ndarray] = []  # per batch: codes into that batch's unique inputs
 
-    def _resolve(self, rel_path: str, origin: str) -> str:
-        # Paths arrive normalised by _factorize (one spelling per image), so this join is exact.
-        # normpath, not realpath: the check is about "../" in the data, and resolving every
-        # path through the file system would cost more than reading the rows.
-        path = os.path.normpath(os.path.join(self.root, rel_path))
-        if not path.startswith(self.root + os.sep):
-            raise DataError(
-                f"{self.task.name} {origin}: image path {rel_path!r} points outside the image "
-                f"root {self.root}"
-            )
-        if not os.path.isfile(path):
-            if not os.path.isdir(self.root):
+    def add(self, texts: Any, paths: Any, rows: np.ndarray, columns: np.ndarray | None
+            ) -> np.ndarray:
+        """Add one batch (``paths`` normalised); returns the batch-local codes."""
+        import pyarrow.compute as pc
+
+        codes, first = _factorize(texts, paths)
+        ids = arrow_indices(first)
+        self.raws.append(pc.fill_null(texts, large_string_scalar("")).take(ids))
+        self.paths.append(paths.take(ids))
+        self.rows.append(rows[first])
+        self.columns.append(columns[first] if columns is not None else np.zeros(0, np.int64))
+        return codes
+
+    def keep_codes(self, codes: np.ndarray) -> None:
+        self.codes.append(codes.astype(np.int32 if len(codes) < 2**31 else np.int64))
+
+    def finish(self) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """The unique inputs' columns, and each batch's kept codes mapped to them."""
+        import pyarrow as pa
+
+        raws, paths = pa.concat_arrays(self.raws), pa.concat_arrays(self.paths)
+        codes, first = _factorize(raws, paths)
+        ids = arrow_indices(first)
+        columns = {"raws": raws.take(ids), "paths": paths.take(ids),
+                   "rows": np.concatenate(self.rows)[first],
+                   "columns": np.concatenate(self.columns)[first]
+                   if sum(len(c) for c in self.columns) else None}
+        mapped, offset = [], 0
+        for batch_raws, batch_codes in zip(self.raws, self.codes, strict=True):
+            mapped.append(codes[offset: offset + len(batch_raws)][batch_codes])
+            offset += len(batch_raws)
+        return columns, mapped
+
+
+def _item_table(task: TaskSpec, root: str, instruction: str | None, columns: dict[str, Any],
+                side: str) -> ItemTable:
+    """Validate the unique inputs of one side (image inside the root and present, not empty)
+    and record what the engine asks of every input, without keeping any Item."""
+    size = len(columns["rows"])
+    has_text = np.zeros(size, dtype=bool)
+    parsed = np.zeros(size, dtype=bool)
+    has_image = np.zeros(size, dtype=bool)
+    cols = columns["columns"]
+    for start in range(0, size, ROW_BATCH):
+        stop = min(size, start + ROW_BATCH)
+        raws = columns["raws"].slice(start, stop - start).to_pylist()
+        paths = columns["paths"].slice(start, stop - start).to_pylist()
+        for k, (raw, rel) in enumerate(zip(raws, paths, strict=True)):
+            i = start + k
+            row = int(columns["rows"][i])
+            where = f"row {row} query" if side == "query" else f"row {row} candidate {cols[i]}"
+            text = parse(raw, instruction)
+            has_text[i] = bool(text.text)
+            parsed[i] = text.instruction is not None
+            has_image[i] = bool(rel)
+            if rel:
+                _check_image(task, root, rel, where)
+            elif not text.text:
+                # An input with neither text nor image would be encoded as whatever the model
+                # makes of nothing; refuse it before encoding.
                 raise DataError(
-                    f"{self.task.name} {origin}: the image folder {self.root} does not exist "
-                    "(extract images.zip there, or pass --image-dir)"
+                    f"{task.name} {where}: empty input (no text and no image; raw string "
+                    f"{raw!r}); fix or drop the row in the data"
                 )
+    return ItemTable(task_name=task.name, instruction=instruction, root=root,
+                     raws=columns["raws"], paths=columns["paths"], rows=columns["rows"],
+                     columns=cols, has_text=has_text, parsed=parsed, has_image=has_image)
+
+
+def _check_image(task: TaskSpec, root: str, rel_path: str, where: str) -> None:
+    # Paths arrive normalised (one spelling per image), so the join is exact. normpath, not
+    # realpath: the check is about "../" in the data, and resolving every path through the
+    # file system would cost more than reading the rows.
+    path = resolve_image_path(root, rel_path)
+    if not path.startswith(root + os.sep):
+        raise DataError(
+            f"{task.name} {where}: image path {rel_path!r} points outside the image root {root}"
+        )
+    if not os.path.isfile(path):
+        if not os.path.isdir(root):
             raise DataError(
-                f"{self.task.name} {origin}: image not found: {path} (extract the images there "
-                "or pass --image-dir)"
+                f"{task.name} {where}: the image folder {root} does not exist (extract "
+                "images.zip there, or pass --image-dir)"
             )
-        return path
+        raise DataError(
+            f"{task.name} {where}: image not found: {path} (extract the images there or pass "
+            "--image-dir)"
+        )
 
 
 def _factorize(texts: Any, paths: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -208,69 +300,85 @@ def normalize_paths(paths: Any) -> Any:
 
 
 def build_inputs(
-    task: TaskSpec, table: Any, image_root: Path, limit: int | None = None
+    task: TaskSpec, source: DataSource, limit: int | None = None
 ) -> TaskInputs:
-    """Deduplicate queries and candidates, validate rows, keep the gold at position 0.
+    """Read the rows batch by batch; deduplicate queries and candidates, validate rows, keep
+    the gold at position 0.
 
     A candidate list is treated as a set of contents: a repeat of an earlier candidate of the
     same row (same raw string and image) is dropped, so a copy of the gold can never be ranked
-    apart from the gold. The work is columnar (pyarrow, numpy): a 1000 x 1000 task never
-    touches a million Python objects.
+    apart from the gold. The work is columnar (pyarrow, numpy) and per batch of rows: what
+    stays is the unique inputs as columns and the rows as index arrays, so memory beyond those
+    does not grow with the number of rows.
     """
-    total = table.num_rows
+    total = _check_files(task, source)
     if total == 0:
         raise DataError(f"{task.name}: the data has no rows")
     n = total if limit is None else min(limit, total)
-    table = table.slice(0, n)
+    queries, targets = _Side(), _Side()
+    per_row_parts: list[np.ndarray] = []
+    dropped = 0
+    start = 0
+    for table in _row_batches(task, source):
+        # Every file is read to its end (its pages validated) even past --limit.
+        rows = min(table.num_rows, n - start)
+        if rows > 0:
+            dropped += _add_batch(task, table.slice(0, rows), start, queries, targets,
+                                  per_row_parts)
+        start += table.num_rows
+    root = os.path.realpath(source.image_root)
+    query_columns, query_codes = queries.finish()
+    target_columns, kept_codes = targets.finish()
+    query_items = _item_table(task, root, task.query_instruction, query_columns, "query")
+    target_items = _item_table(task, root, task.target_instruction, target_columns, "target")
+    query_index = np.concatenate(query_codes).astype(np.int64)
+    stats = {"duplicate_candidates_dropped": dropped,
+             "instruction_unparsed_queries": int((~query_items.parsed).sum())}
+    return TaskInputs(task, query_items, target_items, query_index,
+                      _candidate_matrix(kept_codes, per_row_parts), total, stats)
+
+
+def _candidate_matrix(codes: list[np.ndarray], per_row: list[np.ndarray]) -> np.ndarray:
+    """Each row's kept candidate codes, left-aligned, padded with -1 (filled batch by batch:
+    no temporaries the size of all candidates)."""
+    rows = sum(len(counts) for counts in per_row)
+    width = max(int(counts.max()) for counts in per_row)
+    matrix = np.full((rows, width), -1, dtype=np.int64)
+    start = 0
+    for batch_codes, counts in zip(codes, per_row, strict=True):
+        column = np.arange(len(batch_codes)) - np.repeat(np.cumsum(counts) - counts, counts)
+        matrix[start + np.repeat(np.arange(len(counts)), counts), column] = batch_codes
+        start += len(counts)
+    return matrix
+
+
+def _add_batch(task: TaskSpec, table: Any, first_row: int, queries: _Side, targets: _Side,
+               per_row_parts: list[np.ndarray]) -> int:
+    """Deduplicate one batch of rows into ``queries`` and ``targets``; returns the number of
+    repeated candidates dropped."""
+    n = table.num_rows
     tgt_text = table.column("tgt_text").combine_chunks()
     tgt_path = table.column("tgt_img_path").combine_chunks()
     lengths, path_lengths = (_list_lengths(tgt_text), _list_lengths(tgt_path))
-    _check_lengths(task, lengths, path_lengths)
+    _check_lengths(task, lengths, path_lengths, first_row)
 
     qry_text = table.column("qry_text").combine_chunks()
-    qry_path = table.column("qry_img_path").combine_chunks()
-    qry_norm = normalize_paths(qry_path)  # image identity must not depend on its spelling
-    query_index, query_first = _factorize(qry_text, qry_norm)
-    make_query = _ItemMaker(task, image_root, task.query_instruction)
-    queries = [make_query(qry_text[i].as_py() or "", qry_norm[i].as_py(),
-                          f"row {i} query") for i in query_first.tolist()]
+    # Image identity must not depend on how the path is spelled.
+    qry_norm = normalize_paths(table.column("qry_img_path"))
+    queries.keep_codes(queries.add(qry_text, qry_norm, first_row + np.arange(n), None))
 
     flat_text, flat_path = tgt_text.flatten(), normalize_paths(tgt_path.flatten())
-    codes, target_first = _factorize(flat_text, flat_path)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     row_of = np.repeat(np.arange(n), lengths)
-    make_target = _ItemMaker(task, image_root, task.target_instruction)
-    targets = []
-    for pos in target_first.tolist():
-        row = int(row_of[pos])
-        targets.append(make_target(flat_text[pos].as_py() or "", flat_path[pos].as_py(),
-                                   f"row {row} candidate {pos - offsets[row]}"))
-    _check_not_empty(queries)
-    _check_not_empty(targets)
-
+    codes = targets.add(flat_text, flat_path, first_row + row_of,
+                        np.arange(len(row_of)) - offsets[row_of])
     # Keep the first occurrence of each (row, code) pair, in the row's own order.
-    _, first_in_row = np.unique(row_of * len(target_first) + codes, return_index=True)
+    _, first_in_row = np.unique(row_of * (int(codes.max()) + 1) + codes, return_index=True)
     keep = np.zeros(len(codes), dtype=bool)
     keep[first_in_row] = True
-    kept_rows, kept_codes = row_of[keep], codes[keep]
-    per_row = np.bincount(kept_rows, minlength=n)
-    column = np.arange(len(kept_rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    candidates = np.full((n, int(per_row.max())), -1, dtype=np.int64)
-    candidates[kept_rows, column] = kept_codes
-    stats = {"duplicate_candidates_dropped": int(len(codes) - keep.sum()),
-             "instruction_unparsed_queries": sum(q.instruction is None for q in queries)}
-    return TaskInputs(task, queries, targets, query_index, candidates, total, stats)
-
-
-def _check_not_empty(items: list[Item]) -> None:
-    """An input with neither text nor image would be encoded as whatever the model makes of
-    nothing; refuse it before encoding, naming the first such row."""
-    for item in items:
-        if not item.has_image and not item.text.strip():
-            raise DataError(
-                f"{item.origin}: empty input (no text and no image; raw string {item.raw!r}); "
-                "fix or drop the row in the data"
-            )
+    targets.keep_codes(codes[keep])
+    per_row_parts.append(np.bincount(row_of[keep], minlength=n))
+    return int(len(codes) - keep.sum())
 
 
 def _list_lengths(lists: Any) -> np.ndarray:
@@ -280,17 +388,18 @@ def _list_lengths(lists: Any) -> np.ndarray:
     return int_to_numpy(pc.fill_null(lengths, int_scalar(0, lengths.type)))
 
 
-def _check_lengths(task: TaskSpec, lengths: np.ndarray, path_lengths: np.ndarray) -> None:
+def _check_lengths(task: TaskSpec, lengths: np.ndarray, path_lengths: np.ndarray,
+                   first_row: int) -> None:
     mismatch = np.nonzero(lengths != path_lengths)[0]
     if mismatch.size:
         row = int(mismatch[0])
         raise DataError(
-            f"{task.name} row {row}: tgt_text has {lengths[row]} entries but tgt_img_path "
-            f"has {path_lengths[row]}; both lists must have one entry per candidate"
+            f"{task.name} row {first_row + row}: tgt_text has {lengths[row]} entries but "
+            f"tgt_img_path has {path_lengths[row]}; both lists must have one entry per candidate"
         )
     empty = np.nonzero(lengths == 0)[0]
     if empty.size:
-        raise DataError(f"{task.name} row {int(empty[0])}: empty candidate list")
+        raise DataError(f"{task.name} row {first_row + int(empty[0])}: empty candidate list")
 
 
 def load_task_inputs(
@@ -304,5 +413,7 @@ def load_task_inputs(
     """Rows of ``task`` as :class:`TaskInputs`; ``source`` when the caller resolved it already."""
     if source is None:
         source = resolve_source(task, data_dir=data_dir, image_dir=image_dir)
-    rows = read_rows(task, source)
-    return build_inputs(task, rows, source.image_root, limit), source
+    use_system_memory_pool()
+    inputs = build_inputs(task, source, limit)
+    release_freed_memory()  # the batches' buffers, before the encoder's vectors arrive
+    return inputs, source

@@ -17,18 +17,26 @@ A segment is what one (task, side) computed. Its ``.npy`` is written first and i
 each atomically, so a reader never sees an index without its vectors. A segment whose bytes no
 longer match the recorded checksum (or that cannot be read) is deleted and its vectors are
 recomputed.
+
+Segments and temporary files are named after the host and process that write them
+(``<host>-<pid>-<random>``). A process killed while writing leaves a temporary file or vectors
+without an index; neither is ever read, and the next process of the same host that opens the
+folder deletes those of writers no longer running. Files of other hosts (a cache on a shared file
+system) are left alone: their writers cannot be checked from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
-import uuid
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +46,6 @@ import numpy as np
 
 from mmeb.errors import DataError, MMEBError
 from mmeb.items import Item, Side
-from mmeb.results import write_json_atomic
 
 log = logging.getLogger("mmeb")
 
@@ -51,15 +58,59 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _writer_tag() -> str:
+    """``<host>-<pid>``: who writes a file, so that leftovers of dead writers can be found."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write beside ``path`` under a hidden name, sync, rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{_writer_tag()}-{secrets.token_hex(4)}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_json(path: Path, document: Any) -> None:
+    _write_bytes_atomic(path, (json.dumps(document, indent=1) + "\n").encode())
+
+
+_LEFTOVER = re.compile(r"(?:\..+\.)?(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]+(?:\.tmp|\.npy)")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete what writers of this host that no longer run left in ``folder``: temporary files
+    and vectors whose index was never written (neither is ever read)."""
+    host = _writer_tag().rsplit("-", 1)[0]
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = _LEFTOVER.fullmatch(path.name)
+        if match is None or match["host"] != host or _running(int(match["pid"])):
+            continue
+        if path.suffix == ".npy" and path.with_suffix(".json").exists():
+            continue  # a complete segment
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 @dataclass
@@ -117,6 +168,9 @@ class EmbeddingCache:
     def _load_index(self) -> dict[str, _Entry]:
         if self._index is None:
             self._index = {}
+            # Once per process, before anything is read or written here.
+            for path in remove_leftovers(self.folder):
+                log.info(f"embedding cache: removed {path.name}, left by a stopped run")
             for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
                 if path.name == MODEL_FILE:
                     continue
@@ -184,19 +238,19 @@ class EmbeddingCache:
         if not len(keys):
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float64)
+        index = self._load_index()
         self.folder.mkdir(parents=True, exist_ok=True)
         model_file = self.folder / MODEL_FILE
         if not model_file.exists():
-            write_json_atomic(model_file, self.identity)
-        segment = uuid.uuid4().hex
+            _write_json(model_file, self.identity)
+        segment = f"{_writer_tag()}-{secrets.token_hex(16)}"
         buffer = io.BytesIO()
         np.save(buffer, vectors, allow_pickle=False)
         data = buffer.getvalue()
         _write_bytes_atomic(self.folder / f"{segment}.npy", data)
-        write_json_atomic(self.folder / f"{segment}.json", {
+        _write_json(self.folder / f"{segment}.json", {
             "label": label, "dim": int(vectors.shape[1]),
             "sha256": hashlib.sha256(data).hexdigest(), "keys": list(keys)})
-        index = self._load_index()
         for row, key in enumerate(keys):
             index[key] = _Entry(segment, row)
 

@@ -20,7 +20,9 @@ import numpy as np
 from mmeb.embcache import EmbeddingCache
 from mmeb.encoder import Encoder, encoder_config
 from mmeb.items import Item, Side
+from mmeb.itemtable import subset
 from mmeb.prefetch import reads_images
+from mmeb.revision import checkpoint_digest
 from mmeb.shard import ShardGroup, current_group
 from mmeb.taskspec import TaskSpec
 
@@ -54,7 +56,7 @@ def encode_side(
     part = np.zeros((0, 0))
     if len(mine):
         part = encode(
-            encoder, [items[i] for i in mine.tolist()], side=side, task=task,
+            encoder, subset(items, mine), side=side, task=task,
             batch_size=batch_size, progress=progress and group.is_writer,
             prefetch=prefetch if reads_images(encoder) else 0,
         )
@@ -99,15 +101,11 @@ def open_cache(
 
 
 def _revision(model: str, checkpoint: str | None) -> str | None:
-    """What identifies the weights: a local folder's files (name, size, mtime), else the
-    registry's pinned Hub revision (None: the Hub's main)."""
+    """What identifies the weights: a local folder's (or file's) files, with their modification
+    times (see :mod:`mmeb.revision`), else the registry's pinned Hub revision (None: the Hub's
+    main)."""
     if checkpoint and Path(checkpoint).expanduser().exists():
-        folder = Path(checkpoint).expanduser()
-        files = [folder] if folder.is_file() else sorted(
-            p for p in folder.rglob("*") if p.is_file())
-        listing = [(str(p.relative_to(folder)) if p != folder else p.name,
-                    p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-        return "files:" + hashlib.sha256(repr(listing).encode()).hexdigest()
+        return "files:" + checkpoint_digest(Path(checkpoint).expanduser(), mtimes=True)
     from mmeb.registry import registered_models
 
     entry = registered_models().get(model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from mmeb.encoder import Encoder, encoder_modalities, scores_chance
 from mmeb.encoding import encode_side
 from mmeb.errors import ModelError
 from mmeb.items import Item, Side
+from mmeb.itemtable import modalities_of
 from mmeb.metrics import (
     MAIN_METRIC,
     TIE_ATOL,
@@ -56,7 +57,7 @@ class Evaluation:
 def check_modalities(encoder: Encoder, inputs: TaskInputs) -> None:
     accepted = encoder_modalities(encoder)
     for side, items in ((Side.QUERY, inputs.queries), (Side.TARGET, inputs.targets)):
-        needed = {item.modality for item in items}
+        needed = modalities_of(items)
         missing = needed - accepted
         if missing:
             raise ModelError(
@@ -79,31 +80,48 @@ def encode_in_batches(
     """Encode ``items`` in batches of ``batch_size``; returns L2-normalised float64 vectors.
 
     The caller passes each input once (``TaskInputs`` holds unique items); this function does
-    not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile."""
-    from mmeb.prefetch import iter_batches
+    not deduplicate. ``prefetch`` threads decode the next batch's images meanwhile; an
+    adapter with preprocessing workers has its batches prepared in those instead."""
+    from mmeb.prefetch import iter_batches, iter_prepared, preprocess_workers
     from mmeb.progress import progress_bar
 
-    chunks: list[np.ndarray] = []
+    # One array for all vectors, allocated once the first batch gives the width: no list of
+    # per-batch arrays concatenated (a second full-size copy) at the end.
+    vectors: np.ndarray | None = None
+    done = 0
     bar = progress_bar(total=len(items), desc=f"{task.name} {side}s", enabled=progress)
+    workers = preprocess_workers(encoder)
+    stream: Iterator[tuple[Sequence[Item], Any]] = (
+        iter_prepared(items, batch_size, encoder.preprocessor(side=side, task=task),  # type: ignore[attr-defined]
+                      workers=workers)
+        if workers else ((batch, None) for batch in iter_batches(items, batch_size,
+                                                                  workers=prefetch)))
     try:
-        for batch in iter_batches(items, batch_size, workers=prefetch):
-            out = _to_numpy(encoder.encode(batch, side=side, task=task), encoder, side, task)
+        for batch, prepared in stream:
+            raw = (encoder.encode(batch, side=side, task=task) if prepared is None
+                   else encoder.encode_prepared(prepared))  # type: ignore[attr-defined]
+            out = _to_numpy(raw, encoder, side, task)
             if out.ndim != 2 or out.shape[0] != len(batch):
                 raise ModelError(
                     f"model {encoder.name!r} returned shape {out.shape} for {len(batch)} "
                     f"{side} items of {task.name}; expected ({len(batch)}, d)"
                 )
-            if chunks and out.shape[1] != chunks[0].shape[1]:
+            if vectors is not None and out.shape[1] != vectors.shape[1]:
                 raise ModelError(
                     f"model {encoder.name!r} returned {out.shape[1]}-d vectors after "
-                    f"{chunks[0].shape[1]}-d ones on {task.name}"
+                    f"{vectors.shape[1]}-d ones on {task.name}"
                 )
             _check_vectors(out, batch, encoder, side, task)
-            chunks.append(l2_normalize(out))  # per batch: one full-size copy less at the end
+            if vectors is None:
+                vectors = np.empty((len(items), out.shape[1]), dtype=np.float64)
+            vectors[done : done + len(batch)] = l2_normalize(out)
+            done += len(batch)
             bar.update(len(batch))
     finally:
         bar.close()
-    return np.concatenate(chunks, axis=0)
+        if hasattr(stream, "close"):
+            stream.close()  # a failed batch stops the decoding threads or worker processes
+    return vectors if vectors is not None else np.zeros((0, 0))
 
 
 def _to_numpy(out: Any, encoder: Encoder, side: Side, task: TaskSpec) -> np.ndarray:

@@ -23,8 +23,11 @@ TIE_ATOL = 1e-9
 #: Float32 scores further apart than this are ordered correctly whatever the rounding
 #: (float32 dot products of unit vectors err by ~1e-6); closer pairs are re-scored in float64.
 _RECHECK_GAP = 1e-4
-#: Budget for one block of scores or gathered vectors (elements).
-_BLOCK_ELEMENTS = 1 << 25
+#: Budget for one block of scores or gathered vectors (elements): small enough that scoring
+#: adds a few MB whatever the number of queries ...
+_BLOCK_ELEMENTS = 1 << 20
+#: ... but never fewer rows than this, or a product against many targets gets slow.
+_MIN_BLOCK_ROWS = 256
 
 
 @dataclass
@@ -54,21 +57,21 @@ def rank_counts(
     """
     rows, width = candidates.shape
     valid = candidates >= 0
-    q32 = query_vecs.astype(np.float32)
-    t32 = target_vecs.astype(np.float32)
+    t32 = target_vecs.astype(np.float32)  # queries are converted per block (no full copy)
     above = np.empty(rows, dtype=np.int64)
     tied = np.empty(rows, dtype=np.int64)
     dense = len(target_vecs) <= 64 * width
     per_row = len(target_vecs) if dense else width * max(target_vecs.shape[1], 1)
-    block = max(1, min(rows, _BLOCK_ELEMENTS // max(per_row, 1)))
+    block = max(1, min(rows, max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(per_row, 1))))
     for start in range(0, rows, block):
         stop = min(rows, start + block)
         qi = query_index[start:stop]
         idx = np.where(valid[start:stop], candidates[start:stop], 0)
+        q32 = query_vecs[qi].astype(np.float32)
         if dense:
-            scores = np.take_along_axis(q32[qi] @ t32.T, idx, axis=1)
+            scores = np.take_along_axis(q32 @ t32.T, idx, axis=1)
         else:
-            scores = np.matmul(t32[idx], q32[qi][:, :, None])[..., 0]
+            scores = np.matmul(t32[idx], q32[:, :, None])[..., 0]
         ok = valid[start:stop]
         near = ok & (np.abs(scores - scores[:, :1]) <= _RECHECK_GAP)
         r, c = np.nonzero(near)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmeb import errors
 from mmeb.data import parquet_sha256
 from mmeb.encoder import Encoder, encoder_config, scores_chance
 from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
-from mmeb.errors import ResultsError
+from mmeb.errors import MMEBError, ResultsError
 from mmeb.metrics import MAIN_METRIC, near_chance
 from mmeb.prefetch import DEFAULT_WORKERS
 from mmeb.registry import model_identity
@@ -37,7 +38,7 @@ from mmeb.results import (
     utc_now,
     write_json_atomic,
 )
-from mmeb.shard import current_group
+from mmeb.shard import ShardGroup, current_group
 from mmeb.sources import DataSource, resolve_source
 from mmeb.tasks import TaskSpec
 
@@ -203,6 +204,10 @@ def data_and_encoder(evaluation: Evaluation, encoder: Encoder) -> dict[str, Any]
             "encoder_config": encoder_config(encoder)}
 
 
+#: One task of a run as planned: its spec, its data, and its stored result when reused.
+Planned = tuple[TaskSpec, DataSource, "dict[str, Any] | None"]
+
+
 def run(
     config: RunConfig,
     tasks: Sequence[TaskSpec],
@@ -219,7 +224,7 @@ def run(
 
     Under torchrun every process runs this; rank 0 alone reads and writes the results folder
     and decides which tasks to compute, the others only help encode (their outcome lists
-    nothing).
+    nothing). A failure while planning, on any process, is raised on every process.
     """
     if not tasks:
         raise ResultsError("no tasks selected")
@@ -227,25 +232,57 @@ def run(
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ResultsError(f"task {repeated[0]} is listed twice; list each task once")
-    if not current_group().is_writer:
-        return _run_locked(config, tasks, encoder, load_encoder, echo)
-    folder = Path(config.output_dir) / safe_name(config.model_id)
-    check_writable(folder)
-    with folder_lock(folder):
-        remove_temporaries(folder)  # left by a killed run; this process is the only writer now
-        return _run_locked(config, tasks, encoder, load_encoder, echo)
-
-
-def _run_locked(
-    config: RunConfig,
-    tasks: Sequence[TaskSpec],
-    encoder: Encoder | None,
-    load_encoder: Callable[[], Encoder] | None,
-    echo: Callable[[str], None],
-) -> RunOutcome:
     group = current_group()
+    with contextlib.ExitStack() as held:
+        failure: Exception | None = None
+        plan: list[Planned] = []
+        try:
+            if group.is_writer:
+                folder = Path(config.output_dir) / safe_name(config.model_id)
+                check_writable(folder)
+                held.enter_context(folder_lock(folder))
+                remove_temporaries(folder)  # left by a killed run; the only writer now
+            plan = _plan(config, tasks, encoder, group)
+        except Exception as exc:  # every process must hear of it (raise_on_every_rank)
+            failure = exc
+        raise_on_every_rank(group, failure, "while planning the run")
+        return _execute(config, plan, encoder, load_encoder, echo, group)
+
+
+def raise_on_every_rank(group: ShardGroup, failure: Exception | None, stage: str) -> None:
+    """Raise ``failure`` on its process and the same one-line error on every other.
+
+    Without this a process that fails alone leaves the others waiting forever in the next
+    collective call. Every process calls it, failed or not; the failure of the lowest rank that
+    failed is the one every process raises (an ``MMEBError`` keeps its class and message)."""
+    if group.world == 1:
+        if failure is not None:
+            raise failure
+        return
+    record = None if failure is None else [type(failure).__name__, str(failure),
+                                           isinstance(failure, MMEBError)]
+    records = group.exchange(record)
+    first = next(((rank, r) for rank, r in enumerate(records) if r is not None), None)
+    if first is None:
+        return
+    rank, (kind, message, one_line) = first
+    if rank == group.rank and failure is not None:
+        raise failure
+    if one_line:
+        error_class = getattr(errors, kind, MMEBError)
+        if not (isinstance(error_class, type) and issubclass(error_class, MMEBError)):
+            error_class = MMEBError
+        raise error_class(message)
+    raise MMEBError(f"process {rank} of {group.world} failed {stage} ({kind}: {message}); "
+                    "see its output for the traceback")
+
+
+def _plan(
+    config: RunConfig, tasks: Sequence[TaskSpec], encoder: Encoder | None, group: ShardGroup
+) -> list[Planned]:
+    """Each task's data and, on rank 0, its stored result (checked against the settings)."""
     settings = config.fingerprint()
-    plan: list[tuple[TaskSpec, DataSource, dict[str, Any] | None]] = []
+    plan: list[Planned] = []
     for task in tasks:
         source = resolve_source(task, data_dir=config.data_dir, image_dir=config.image_dir)
         path = result_path(Path(config.output_dir), config.model_id, task.name)
@@ -257,7 +294,17 @@ def _run_locked(
                 current["encoder_config"] = encoder_config(encoder)
             _check_same_settings(stored, current, path)
         plan.append((task, source, stored))
+    return plan
 
+
+def _execute(
+    config: RunConfig,
+    plan: Sequence[Planned],
+    encoder: Encoder | None,
+    load_encoder: Callable[[], Encoder] | None,
+    echo: Callable[[str], None],
+    group: ShardGroup,
+) -> RunOutcome:
     # Every process follows rank 0's plan: which tasks are done, which are computed together.
     done = group.broadcast([stored is not None for _task, _source, stored in plan])
     if encoder is None and not all(done):
@@ -319,7 +366,7 @@ def chance_summary(model_id: str, documents: Sequence[dict[str, Any]]) -> str:
 
 
 def _check_reused_encoder(
-    plan: Sequence[tuple[TaskSpec, DataSource, dict[str, Any] | None]],
+    plan: Sequence[Planned],
     current: dict[str, Any],
     config: RunConfig,
 ) -> None:

@@ -47,6 +47,16 @@ class ShardGroup:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def exchange(self, value: Any) -> list[Any]:
+        """Every process's ``value`` (a small JSON-like object), in rank order, everywhere."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
     def gather_rows(self, part: np.ndarray) -> np.ndarray:
         """Every process's ``(n_i, d)`` float64 rows, concatenated in rank order, everywhere."""
         if self.world == 1:

@@ -11,6 +11,7 @@ importing this module (or any adapter module) never imports torch.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import re
@@ -24,9 +25,12 @@ from mmeb.encoder import ALL_MODALITIES
 from mmeb.errors import ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
+    from mmeb.items import Item, Side
     from mmeb.registry import ModelEntry
+    from mmeb.tasks import TaskSpec
 
 T = TypeVar("T")
 
@@ -82,19 +86,11 @@ def model_facts(family: str) -> ModelEntry | None:
 
 
 def local_revision(folder: Path) -> str:
-    """A short digest naming the contents of a local checkpoint folder: every file's relative
-    path and size, and the bytes of its JSON configs (weights are too large to hash on each
-    load; a changed weight file almost always changes its size or its index)."""
-    import hashlib
+    """A short digest naming the contents of a local checkpoint folder in results (file names,
+    sizes and JSON configs; see :mod:`mmeb.revision`)."""
+    from mmeb.revision import checkpoint_digest
 
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        size = path.stat().st_size
-        digest.update(f"{rel}\0{size}\n".encode())
-        if path.suffix == ".json" and size <= 1 << 20:
-            digest.update(path.read_bytes())
-    return f"local-{digest.hexdigest()[:16]}"
+    return f"local-{checkpoint_digest(folder)[:16]}"
 
 
 def parse_batch_size(batch_size: Any) -> int:
@@ -197,7 +193,14 @@ class AdapterBase(ABC):
         dtype: str | None = None,
         batch_size: int | None = None,
         revision: str | None = None,
+        workers: int = 0,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ModelError(f"workers must be 0 (preprocess in this process) or a positive "
+                             f"number of worker processes, got {workers!r}")
+        #: DataLoader worker processes that preprocess the next batches while the model runs
+        #: (``--model-arg workers=N``; 0: preprocessing inside ``encode``, in this process).
+        self.preprocess_workers = workers
         self.batch_size_given = batch_size is not None
         self.batch_size = parse_batch_size(self.default_batch_size if batch_size is None
                                            else batch_size)
@@ -266,6 +269,33 @@ class AdapterBase(ABC):
     def _load(self) -> None:
         """Load weights and preprocessing from ``self.checkpoint`` onto ``self.device``."""
 
+    # -- preprocessing apart from the forward pass ---------------------------------------
+
+    @abstractmethod
+    def _preprocess(self, items: Sequence[Item], *, side: Side, task: TaskSpec | None) -> Any:
+        """Everything ``encode`` does before the model runs (images read and resized, text
+        tokenised, batches padded), on the CPU and without touching ``self.model``."""
+
+    @abstractmethod
+    def encode_prepared(self, prepared: Any) -> np.ndarray:
+        """The float32 ``(n, d)`` vectors of what :meth:`_preprocess` made of ``n`` items:
+        ``encode(items)`` equals ``encode_prepared(_preprocess(items))``."""
+
+    def preprocessor(self, *, side: Side, task: TaskSpec | None) -> PreprocessStep:
+        """The picklable preprocessing of one side of one task, for DataLoader workers."""
+        return PreprocessStep(self, side, task)
+
+    def _without_model(self) -> AdapterBase:
+        """A shallow copy without its torch modules: what a worker process needs, and cheap
+        to send there (tokenizers and image processors stay)."""
+        import torch
+
+        clone = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.nn.Module):
+                setattr(clone, name, None)
+        return clone
+
     def _default_dtype(self) -> str:
         """The dtype when ``--dtype`` is not given (``self.device`` is already set)."""
         return "float32"
@@ -302,3 +332,20 @@ class AdapterBase(ABC):
         import torch
 
         return getattr(torch, self.dtype)  # type: ignore[no-any-return]
+
+
+class PreprocessStep:
+    """An adapter's preprocessing for one side of one task, apart from its model.
+
+    Picklable (the adapter is copied without its torch modules), so that
+    ``torch.utils.data.DataLoader`` workers can run it on the next batches, whatever the
+    start method, while the model runs the forward pass on the current one.
+    """
+
+    def __init__(self, adapter: AdapterBase, side: Side, task: TaskSpec | None) -> None:
+        self.adapter = adapter._without_model()
+        self.side = side
+        self.task = task
+
+    def __call__(self, items: Sequence[Item]) -> Any:
+        return self.adapter._preprocess(items, side=self.side, task=self.task)

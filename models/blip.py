@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .hf import HFTwoTowerEncoder
+from .hf import HFTwoTowerEncoder, PreparedPixels, PreparedTokens
 
 if TYPE_CHECKING:
     import torch
@@ -20,11 +20,11 @@ class BLIPEncoder(HFTwoTowerEncoder):
     family = "blip"
     model_class = "BlipForImageTextRetrieval"
 
-    def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
+    def _encode_images(self, images: list[PILImage.Image] | PreparedPixels) -> torch.Tensor:
         hidden = self.model.vision_model(pixel_values=self._pixels(images))[0]
         return self.model.vision_proj(hidden[:, 0])  # type: ignore[no-any-return]
 
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def _encode_texts(self, texts: list[str] | PreparedTokens) -> torch.Tensor:
         hidden = self.model.text_encoder(**self._tokens(texts))[0]
         return self.model.text_proj(hidden[:, 0])  # type: ignore[no-any-return]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmeb.errors import ModelError
 
-from .hf import HFTwoTowerEncoder
+from .hf import HFTwoTowerEncoder, PreparedPixels, PreparedTokens
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +62,7 @@ class BLIP2Encoder(HFTwoTowerEncoder):
     def _max_positions(self) -> int | None:
         return getattr(self.model.config.qformer_config, "max_position_embeddings", None)
 
-    def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
+    def _encode_images(self, images: list[PILImage.Image] | PreparedPixels) -> torch.Tensor:
         import torch
 
         model = self.model
@@ -77,7 +77,7 @@ class BLIP2Encoder(HFTwoTowerEncoder):
         projection = model.vision_projection
         return projection(hidden.to(projection.weight.dtype))  # type: ignore[no-any-return]
 
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def _encode_texts(self, texts: list[str] | PreparedTokens) -> torch.Tensor:
         model = self.model
         tokens = self._tokens(texts)
         # Text only: no query tokens in front (query_length=0), as in BLIP-2's contrastive path.

@@ -9,6 +9,7 @@ need optional packages that a pure retrieval model does not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mmeb.errors import ModelError
@@ -82,6 +83,20 @@ def as_tensor(output: Any) -> torch.Tensor:
     return pooled if pooled is not None else output[0]
 
 
+@dataclass
+class PreparedPixels:
+    """A batch's pixel values on the CPU, made without the model (in a worker, say)."""
+
+    values: torch.Tensor
+
+
+@dataclass
+class PreparedTokens:
+    """A batch's token tensors on the CPU, made without the model."""
+
+    values: dict[str, torch.Tensor]
+
+
 class HFTwoTowerEncoder(TwoTowerEncoder):
     """A transformers model with ``get_image_features`` / ``get_text_features``.
 
@@ -112,11 +127,11 @@ class HFTwoTowerEncoder(TwoTowerEncoder):
     def _max_positions(self) -> int | None:
         return getattr(self.model.config.text_config, "max_position_embeddings", None)
 
-    def _pixels(self, images: list[PILImage.Image]) -> torch.Tensor:
+    def _image_inputs(self, images: list[PILImage.Image]) -> PreparedPixels:
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return pixels.to(self.device, self._torch_dtype())  # type: ignore[no-any-return]
+        return PreparedPixels(pixels)
 
-    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def _text_inputs(self, texts: list[str]) -> PreparedTokens:
         batch = self.tokenizer(
             texts,
             padding=self.text_padding,
@@ -125,12 +140,24 @@ class HFTwoTowerEncoder(TwoTowerEncoder):
             return_tensors="pt",
         )
         names = ("input_ids", "attention_mask") if self.text_attention_mask else ("input_ids",)
-        return {name: batch[name].to(self.device) for name in names}
+        return PreparedTokens({name: batch[name] for name in names})
 
-    def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
+    def _pixels(self, images: list[PILImage.Image] | PreparedPixels) -> torch.Tensor:
+        """Pixel values on the device, from images or from :meth:`_image_inputs`."""
+        if not isinstance(images, PreparedPixels):
+            images = self._image_inputs(images)
+        return images.values.to(self.device, self._torch_dtype())
+
+    def _tokens(self, texts: list[str] | PreparedTokens) -> dict[str, torch.Tensor]:
+        """Token tensors on the device, from texts or from :meth:`_text_inputs`."""
+        if not isinstance(texts, PreparedTokens):
+            texts = self._text_inputs(texts)
+        return {name: value.to(self.device) for name, value in texts.values.items()}
+
+    def _encode_images(self, images: list[PILImage.Image] | PreparedPixels) -> torch.Tensor:
         return as_tensor(self.model.get_image_features(pixel_values=self._pixels(images)))
 
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def _encode_texts(self, texts: list[str] | PreparedTokens) -> torch.Tensor:
         return as_tensor(self.model.get_text_features(**self._tokens(texts)))
 
     def _model_config(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Two details of that stack changed since, and each moves embeddings by up to ~1e-
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mmeb.errors import ModelError
@@ -57,6 +58,16 @@ def _array_two_pass(
     return resize(image=image, size=SizeDict(height=height, width=width), resample=resample)
 
 
+def _restore(factory: str, state: dict[str, Any]) -> Any:
+    """Unpickle an instance of one of the classes below (defined inside their factories, so
+    that transformers is imported only when needed, and thus not found by name)."""
+    cls = FACTORIES[factory]("transformers4")
+    processor = cls.__new__(cls)
+    processor.__dict__.update(state)
+    return processor
+
+
+@cache
 def qwen2vl_image_processor(pipeline: str) -> Any:
     """The Qwen2-VL image processor class for ``pipeline``."""
     import transformers as tf
@@ -76,9 +87,13 @@ def qwen2vl_image_processor(pipeline: str) -> Any:
             plain = super(tf.Qwen2VLImageProcessorPil, self).resize
             return _array_two_pass(plain, image, height, width, resample)
 
+        def __reduce__(self) -> tuple[Any, ...]:  # picklable for DataLoader workers
+            return _restore, ("qwen2vl", dict(self.__dict__))
+
     return Qwen2VLImageProcessorPilTransformers4
 
 
+@cache
 def llava_next_image_processor(pipeline: str) -> Any:
     """The LLaVA-NeXT image processor class for ``pipeline``."""
     import numpy as np
@@ -112,4 +127,11 @@ def llava_next_image_processor(pipeline: str) -> Any:
             left = (target_resolution[1] - width) // 2
             return np.pad(image, ((0, 0), (top, top), (left, left)), mode="constant")
 
+        def __reduce__(self) -> tuple[Any, ...]:  # picklable for DataLoader workers
+            return _restore, ("llava_next", dict(self.__dict__))
+
     return LlavaNextImageProcessorPilTransformers4
+
+
+FACTORIES: dict[str, Callable[[str], Any]] = {"qwen2vl": qwen2vl_image_processor,
+                                              "llava_next": llava_next_image_processor}

@@ -10,9 +10,9 @@ A subclass loads its checkpoint and encodes a batch of images and a batch of tex
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from mmeb.tasks import TaskSpec
-
-T = TypeVar("T")
-
 
 class InstructionPolicy(str, Enum):
     """What a two-tower model reads from an MMEB string besides the image."""
@@ -91,12 +88,14 @@ class TwoTowerEncoder(AdapterBase):
     # -- what a subclass provides -------------------------------------------------------
 
     @abstractmethod
-    def _encode_images(self, images: list[PILImage.Image]) -> torch.Tensor:
-        """One batched forward: RGB images -> ``(n, d)`` features."""
+    def _encode_images(self, images: Any) -> torch.Tensor:
+        """One batched forward: RGB images (or what :meth:`_image_inputs` made of them) ->
+        ``(n, d)`` features."""
 
     @abstractmethod
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """One batched forward: texts -> ``(n, d)`` features (truncated to the model's limit)."""
+    def _encode_texts(self, texts: Any) -> torch.Tensor:
+        """One batched forward: texts (or what :meth:`_text_inputs` made of them) -> ``(n, d)``
+        features (truncated to the model's limit)."""
 
     def _policy_config(self) -> dict[str, Any]:
         return {"fusion": self.fusion.value, "instruction": self.instruction.value}
@@ -107,15 +106,23 @@ class TwoTowerEncoder(AdapterBase):
         self,
         items: Sequence[Item],
         *,
-        side: Side,  # noqa: ARG002 (the protocol's signature; see the docstring)
-        task: TaskSpec | None = None,  # noqa: ARG002
+        side: Side,
+        task: TaskSpec | None = None,
     ) -> np.ndarray:
         """Encode ``items`` to a float32 ``(n, d)`` array (``side`` and ``task`` do not change
         a two-tower model's vectors: the instruction policy is the same for every task)."""
-        import torch
-
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_prepared(self._preprocess(items, side=side, task=task))
+
+    def _preprocess(
+        self,
+        items: Sequence[Item],
+        *,
+        side: Side,  # noqa: ARG002 (the same for every side and task, as in encode)
+        task: TaskSpec | None,  # noqa: ARG002
+    ) -> dict[str, Any]:
+        """Which tower reads what, and each tower's batches of inputs (images read here)."""
         texts = [model_text(item, self.instruction) for item in items]
         plan = [
             parts_used(self.fusion, has_image=item.has_image, has_text=bool(text))
@@ -123,14 +130,34 @@ class TwoTowerEncoder(AdapterBase):
         ]
         image_rows = [row for row, (image, _) in enumerate(plan) if image]
         text_rows = [row for row, (_, text) in enumerate(plan) if text]
+        with_image = [items[row] for row in image_rows]
+        return {
+            "count": len(items),
+            "image_rows": image_rows,
+            "text_rows": text_rows,
+            "images": [self._image_inputs([_rgb(item) for item in chunk])
+                       for chunk in batches(with_image, self.batch_size)],
+            "texts": [self._text_inputs(list(chunk))
+                      for chunk in batches([texts[row] for row in text_rows], self.batch_size)],
+        }
+
+    def encode_prepared(self, prepared: dict[str, Any]) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
-            # Images are read per batch, so a task never holds all its images in memory.
-            image_vectors = self._batched(
-                lambda chunk: self._encode_images([_rgb(item) for item in chunk]),
-                [items[row] for row in image_rows],
-            )
-            text_vectors = self._batched(self._encode_texts, [texts[row] for row in text_rows])
-        return assemble(self.fusion, len(items), image_rows, image_vectors, text_rows, text_vectors)
+            image_vectors = self._stacked([self._encode_images(x) for x in prepared["images"]])
+            text_vectors = self._stacked([self._encode_texts(x) for x in prepared["texts"]])
+        return assemble(self.fusion, prepared["count"], prepared["image_rows"], image_vectors,
+                        prepared["text_rows"], text_vectors)
+
+    def _image_inputs(self, images: list[PILImage.Image]) -> Any:
+        """What :meth:`_encode_images` is given for a batch of images; a subclass that can
+        turn them into pixel tensors without its model does it here (see :mod:`.hf`)."""
+        return images
+
+    def _text_inputs(self, texts: list[str]) -> Any:
+        """What :meth:`_encode_texts` is given for a batch of texts (e.g. token ids)."""
+        return texts
 
     @property
     def dim(self) -> int:
@@ -142,8 +169,8 @@ class TwoTowerEncoder(AdapterBase):
                 self._dim = int(self._encode_texts([""]).shape[1])
         return self._dim
 
-    def _batched(self, encode: Callable[[list[T]], torch.Tensor], values: list[T]) -> np.ndarray:
-        chunks = [
-            encode(list(chunk)).float().cpu().numpy() for chunk in batches(values, self.batch_size)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    @staticmethod
+    def _stacked(chunks: list[torch.Tensor]) -> np.ndarray:
+        if not chunks:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([chunk.float().cpu().numpy() for chunk in chunks])

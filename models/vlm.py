@@ -399,14 +399,38 @@ class VLMEncoder(AdapterBase):
         window = self.batch_size * self.window_batches
         with torch.inference_mode():
             for start in range(0, len(items), window):
-                rows = range(start, min(len(items), start + window))
-                prepared = [(row, self._prepare(items[row], side=side, task=task))
-                            for row in rows]
-                prepared.sort(key=lambda pair: -int(pair[1]["input_ids"].shape[0]))
-                for chunk in batches(prepared, self.batch_size):
-                    batch = self._collate([p for _, p in chunk])
-                    out[[row for row, _ in chunk]] = self.embed(batch).cpu().numpy()
+                self._embed_into(out, self._prepare_window(items, start, side=side, task=task))
         return out
+
+    def _preprocess(self, items: Sequence[Item], *, side: Side, task: TaskSpec | None
+                    ) -> list[tuple[list[int], dict[str, Any]]]:
+        """The batches ``encode`` would run for ``items`` (same windows, same order), each with
+        the rows it holds."""
+        window = self.batch_size * self.window_batches
+        return [pair for start in range(0, len(items), window)
+                for pair in self._prepare_window(items, start, side=side, task=task)]
+
+    def encode_prepared(self, prepared: list[tuple[list[int], dict[str, Any]]]) -> np.ndarray:
+        import torch
+
+        out = np.zeros((sum(len(rows) for rows, _ in prepared), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            self._embed_into(out, prepared)
+        return out
+
+    def _prepare_window(self, items: Sequence[Item], start: int, *, side: Side,
+                        task: TaskSpec | None) -> list[tuple[list[int], dict[str, Any]]]:
+        """Collated batches of the window of items from ``start``, sorted by length."""
+        rows = range(start, min(len(items), start + self.batch_size * self.window_batches))
+        prepared = [(row, self._prepare(items[row], side=side, task=task)) for row in rows]
+        prepared.sort(key=lambda pair: -int(pair[1]["input_ids"].shape[0]))
+        return [([row for row, _ in chunk], self._collate([p for _, p in chunk]))
+                for chunk in batches(prepared, self.batch_size)]
+
+    def _embed_into(self, out: np.ndarray, prepared: list[tuple[list[int], dict[str, Any]]]
+                    ) -> None:
+        for rows, batch in prepared:
+            out[rows] = self.embed(batch).cpu().numpy()
 
     @property
     def dim(self) -> int:

@@ -77,6 +77,7 @@ def test_small_blocks_give_the_same_counts(monkeypatch):
     queries, targets, qidx, cands = make_case(3)
     whole = rank_counts(queries, targets, qidx, cands)
     monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 1)  # one row per block
+    monkeypatch.setattr(metrics, "_MIN_BLOCK_ROWS", 1)
     blocked = rank_counts(queries, targets, qidx, cands)
     np.testing.assert_array_equal(whole.above, blocked.above)
     np.testing.assert_array_equal(whole.tied, blocked.tied)

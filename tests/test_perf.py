@@ -200,3 +200,35 @@ def test_cache_ls_and_rm(tmp_path):
     assert nothing.output.startswith("error: ")
     runner.invoke(main, ["cache", "rm", "--all", "--cache-dir", str(cache_dir)])
     assert list_models(cache_dir) == []
+
+
+def test_leftovers_of_a_dead_writer_are_removed_and_nothing_else(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mmeb.embcache import _writer_tag, remove_leftovers
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = _writer_tag().rsplit("-", 1)[0]
+    cache = _cache(tmp_path / "c", PixelEncoder())
+    cache.put(["k"], np.ones((1, 4)), label="t query")  # a complete segment of this process
+    folder = cache.folder
+    names = {
+        f"{host}-{dead}-ab12.npy": False,  # vectors whose index a killed writer never wrote
+        f".{host}-{dead}-ab12.json.{host}-{dead}-0f0f.tmp": False,  # its temporary index
+        f".model.json.{host}-{dead}-0f0f.tmp": False,
+        f"{host}-{os.getpid()}-cd34.npy": True,  # a live writer's, about to get its index
+        f".x.npy.{host}-{os.getpid()}-cd34.tmp": True,
+        f"otherhost-{dead}-ab12.npy": True,  # another host's: its writer cannot be checked
+    }
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    complete = {p.name for p in folder.iterdir()} - set(names)
+    removed = remove_leftovers(folder)
+    assert {p.name for p in removed} == {n for n, kept in names.items() if not kept}
+    assert {p.name for p in folder.iterdir()} == complete | {n for n, k in names.items() if k}
+    hit, vectors = _cache(tmp_path / "c", PixelEncoder()).get(["k"])
+    assert hit.all()
+    assert vectors is not None

@@ -1,7 +1,7 @@
-"""What `mmeb run` loads while it evaluates: nothing it does not use.
+"""What `mmeb run` loads, from start-up to the summary table it prints: nothing it does not use.
 
-The table printed at the end (with bootstrap intervals) comes from the leaderboard, which
-uses pandas; the evaluation itself, start-up to the last result file, must not pay for it."""
+The table (with bootstrap intervals) comes from the leaderboard's comparison records; only the
+leaderboard's frame-based outputs (csv, json, the site) load pandas."""
 
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ try:
 except SystemExit as exc:
     code = exc.code
 with open(sys.argv[1], "w") as f:
-    json.dump({"code": code, "modules": evaluated}, f)
+    json.dump({"code": code, "modules": evaluated, "at_exit": sorted(sys.modules)}, f)
 """
 
 
 def test_mmeb_run_on_the_sample_suite_does_not_import_pandas(tmp_path: Path) -> None:
     report = tmp_path / "modules.json"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", WRAPPER, str(report), "run", "--model", "random", "--split",
          "sample", "--tasks", "Sample-Shapes,Sample-Caption-t2i", "--limit", "20",
          "--output-dir", str(tmp_path / "out"), "--no-progress"],
@@ -47,3 +47,9 @@ def test_mmeb_run_on_the_sample_suite_does_not_import_pandas(tmp_path: Path) -> 
     top = {name.partition(".")[0] for name in loaded["modules"]}
     assert "pyarrow" in top  # the run did read parquet rows
     assert not top & {"pandas", "torch", "transformers", "tqdm"}  # no bar is drawn here
+    # The summary table was printed, and printing it loaded no pandas either.
+    assert "Sample-Shapes" in done.stdout
+    assert "[" in done.stdout.split("Sample-Shapes")[1].splitlines()[0]  # with its interval
+    whole_run = {name.partition(".")[0] for name in loaded["at_exit"]}
+    assert "mmeb" in whole_run
+    assert not whole_run & {"pandas", "torch", "transformers", "tqdm"}

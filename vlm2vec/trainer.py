@@ -6,8 +6,11 @@ all processes, and DDP averages the gradients (gloo on CPU, NCCL on GPU).
 
 A checkpoint is a folder ``checkpoints/step-<N>/``: the trainable weights (safetensors), the
 optimizer and scheduler states, each process's RNG states, the step (the data position follows
-from it) and the config. It is written under a temporary name and renamed when complete, so a
-kill leaves either the previous checkpoint or the new one, never half of one.
+from it) and the config. It is written under a temporary name and renamed when complete, and an
+old one is renamed away before it is deleted, so a kill leaves only complete checkpoints under
+their ``step-<N>`` names; the hidden leftovers of a killed run are removed when the next starts.
+The final model's files are each written beside their place and renamed into it, and
+``summary.json`` is written last.
 """
 
 from __future__ import annotations
@@ -144,10 +147,36 @@ def _load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    _write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _remove_folder(folder: Path) -> None:
+    """Delete ``folder`` so that a kill midway leaves no part of it under its name: renamed to a
+    hidden name first (which ``list_checkpoints`` skips), then removed."""
+    doomed = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed)
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """The hidden folders and files a killed run left: half-written checkpoints, checkpoints
+    being deleted, the final model being written. Call only as the run's one writer."""
+    found = [p for p in (out / CHECKPOINTS).glob(".*")] if (out / CHECKPOINTS).is_dir() else []
+    found += [p for p in out.glob(".*.tmp")] if out.is_dir() else []
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return found
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -190,8 +219,10 @@ class Trainer:
                     f"({len(changed)} key(s) differ: {', '.join(changed)})")
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.out)
+            self._rotate_checkpoints()  # a run killed before its last rotation kept one more
             text = to_yaml(self.config)
-            (self.out / "config.yaml").write_text(text)
+            _write_text_atomic(self.out / "config.yaml", text)
             sys.stdout.write(f"# effective config (saved to {self.out / 'config.yaml'})\n{text}")
             sys.stdout.flush()
         _barrier()
@@ -254,12 +285,31 @@ class Trainer:
             _write_json_atomic(tmp / "state.json", {
                 "step": self.step, "position": self.step * self.config.global_batch_size,
                 "world_size": self.world})
+            replaced = final.with_name(f".{final.name}.old")
             if final.exists():  # a rerun of the same step after a resume
-                shutil.rmtree(final)
+                shutil.rmtree(replaced, ignore_errors=True)
+                os.rename(final, replaced)
             os.rename(tmp, final)
-            for old in list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(replaced, ignore_errors=True)
+            self._rotate_checkpoints()
         _barrier()
+
+    def _rotate_checkpoints(self) -> None:
+        """Keep the newest ``keep_checkpoints``."""
+        for old in list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
+            _remove_folder(old)
+
+    def _save_model(self) -> None:
+        """The final model into the run folder, each file renamed into place when complete:
+        a kill leaves every file whole (the old one or the new one)."""
+        staging = self.out / ".model.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save(staging)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = self.out / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        shutil.rmtree(staging)
 
     def _restore(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -407,7 +457,7 @@ class Trainer:
             lines = metrics.read_text().splitlines()
             last = json.loads(lines[-1]) if lines else {}
         if self.main:
-            self.model.save(self.out)
+            self._save_model()
             summary = {"steps": self.step, "final_loss": last.get("loss"),
                        "world_size": self.world, "device": str(self.device),
                        "pairs": sum(self.data.sizes), "bad_rows": len(self.data.bad_rows),
