@@ -10,14 +10,15 @@ from pathlib import Path
 from mmeb.errors import MMEBError
 
 USAGE = """usage: vlm2vec train [--config FILE.yaml] [--key value ...]
-       vlm2vec tiny [--out DIR] [--install] [--key value ...]
+       vlm2vec tiny [--out DIR] [--install] [--limit N] [--key value ...]
 
 Contrastive training of an embedding model on MMEB-train pairs (the VLM2Vec recipe).
 Every config key is also a flag; precedence: defaults < preset < FILE.yaml < flags.
 Under several processes: torchrun --nproc_per_node N -m vlm2vec.cli train ...
 Example: vlm2vec train --config {example} --max_steps 50
 `vlm2vec tiny` rebuilds the packaged vlm2vec-tiny model from {recipe}
-into DIR (default runs/vlm2vec-tiny); --install replaces the packaged copy.
+into DIR (default runs/vlm2vec-tiny); --install replaces the packaged copy; --limit N
+scores only the first N queries of each sample task (a quick check).
 
 config keys:
 {keys}
@@ -96,12 +97,17 @@ def _tiny(argv: list[str]) -> None:
     from vlm2vec.config import ConfigError
     from vlm2vec.recipe import rebuild
 
-    out, install, flags = Path("runs/vlm2vec-tiny"), False, []
+    out, install, limit, flags = Path("runs/vlm2vec-tiny"), False, None, []
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--install":
             install = True
+        elif arg == "--limit":
+            if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
+                raise ConfigError("--limit needs a positive number of queries per task")
+            i += 1
+            limit = int(argv[i])
         elif arg == "--out" or arg.startswith("--out="):
             if arg == "--out":
                 if i + 1 >= len(argv):
@@ -115,7 +121,9 @@ def _tiny(argv: list[str]) -> None:
         else:
             flags.append(arg)
         i += 1
-    rebuild(out, flags, install=install)
+    if install and limit is not None:
+        raise ConfigError("--install ships scores of every query: drop --limit")
+    rebuild(out, flags, install=install, limit=limit)
 
 
 if __name__ == "__main__":
