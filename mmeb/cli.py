@@ -83,10 +83,15 @@ class _EchoHandler(logging.Handler):
         click.echo(message, err=True)
 
 
+#: What ``mmeb run`` without ``--model`` evaluates: the packaged model beside the baseline.
+DEFAULT_MODELS = ("vlm2vec-tiny", "random")
+
+
 @main.command()
-@click.option("--model", "model", required=True,
+@click.option("--model", "model", default=None,
               help="Registered name (see `mmeb models`), pkg.module:factory, or "
-                   "path/to/file.py:factory.")
+                   "path/to/file.py:factory. Without it: the packaged vlm2vec-tiny beside the "
+                   "random baseline, on the sample suite unless --split/--tasks say otherwise.")
 @click.option("--checkpoint", default=None, metavar="ID_OR_DIR",
               help="Hugging Face id or local directory of the weights (adapter default if unset).")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
@@ -118,7 +123,7 @@ class _EchoHandler(logging.Handler):
                    "model reads its images itself).")
 @cache_dir_option
 @_one_line_errors
-def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: str | None,
+def run(model: str | None, checkpoint: str | None, model_args: tuple[str, ...], split: str | None,
         tasks: str | None, meta_task: str | None, data_dir: str | None, image_dir: str | None,
         batch_size: int, device: str | None, dtype: str | None, output_dir: str,
         name: str | None, limit: int | None, overwrite: bool, no_progress: bool,
@@ -127,6 +132,7 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
 
     \b
     Examples:
+      mmeb run                                # vlm2vec-tiny and random on the sample suite
       mmeb run --model random --split sample
       mmeb run --model clip --split eval --data-dir ~/data/MMEB-eval
       mmeb run --model my_encoders.py:build --tasks ImageNet-1K,CIRR --limit 100
@@ -134,7 +140,27 @@ def run(model: str, checkpoint: str | None, model_args: tuple[str, ...], split: 
     """
     from mmeb.leaderboard.commands import summary_of_documents
 
+    if model is None:
+        given = [flag for flag, value in (("--checkpoint", checkpoint), ("--model-arg", model_args),
+                                          ("--name", name)) if value]
+        if given:
+            raise MMEBError(f"{given[0]} needs --model: it applies to one model, and without "
+                            f"--model `mmeb run` evaluates {' and '.join(DEFAULT_MODELS)}")
+        if not (split or tasks or meta_task):
+            split = "sample"
     selected = select_tasks(split, _task_names(tasks), meta_task)
+    if model is None:
+        from mmeb.leaderboard.commands import compare_folders
+        from mmeb.shard import current_group
+
+        folders = [_evaluate(
+            default, selected, checkpoint=None, model_args=(), device=device, dtype=dtype,
+            batch_size=batch_size, limit=limit, data_dir=data_dir, image_dir=image_dir,
+            output_dir=output_dir, overwrite=overwrite, no_progress=no_progress,
+            prefetch=prefetch, cache_dir=cache_dir)[0] for default in DEFAULT_MODELS]
+        if current_group().is_writer:
+            click.echo(compare_folders(folders, Path(output_dir)))
+        return
     model_id, results = _evaluate(
         model, selected, checkpoint=checkpoint, model_args=model_args, device=device,
         dtype=dtype, batch_size=batch_size, limit=limit, data_dir=data_dir,

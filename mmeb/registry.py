@@ -23,6 +23,8 @@ from mmeb.encoder import Encoder
 from mmeb.errors import ModelError
 
 ENTRY_POINT_GROUP = "mmeb.models"
+#: A default checkpoint written ``package:<folder>`` ships inside the ``mmeb.models`` package.
+PACKAGE_PREFIX = "package:"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ BUILTIN_MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
         "random", "mmeb.random_encoder:RandomEncoder",
         "deterministic hash-seeded vectors for smoke tests (every modality; scores chance)",
+    ),
+    ModelEntry(
+        "vlm2vec-tiny", "mmeb.models.vlm2vec_tiny:VLM2VecTiny",
+        "a 3 MB Qwen2-VL trained by `vlm2vec train` on the sample suite, shipped in the package",
+        "package:weights/vlm2vec-tiny", extra="vlm",
     ),
     ModelEntry(
         "clip", "mmeb.models.clip:CLIPEncoder",
@@ -194,17 +201,41 @@ def _load_file(path: str) -> Any:
     return module
 
 
+def packaged_checkpoint(checkpoint: str) -> str:
+    """The folder of a ``package:<folder>`` checkpoint (any other name unchanged), found
+    without importing the adapters."""
+    if not checkpoint.startswith(PACKAGE_PREFIX):
+        return checkpoint
+    spec = importlib.util.find_spec("mmeb.models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the mmeb.models package is missing; reinstall mmeb")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return str(root / checkpoint.removeprefix(PACKAGE_PREFIX))
+
+
+def _packaged_digest(spec: str) -> str | None:
+    """The sha256 of a packaged default checkpoint's manifest (it lists every file's hash)."""
+    entry = registered_models().get(spec)
+    if entry is None or not (entry.default_checkpoint or "").startswith(PACKAGE_PREFIX):
+        return None
+    manifest = Path(packaged_checkpoint(str(entry.default_checkpoint))) / "manifest.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+
+
 def model_identity(spec: str) -> dict[str, str]:
     """What names the model's code in a run's fingerprint.
 
     A ``file.py:factory`` spec is recorded by the file's absolute path and the sha256 of its
     content, so the same relative spec run from another folder, or the file edited in place,
     never reuses the other code's results. Registered names and module paths are recorded as
-    given (their code is versioned with the installed packages, recorded in every result).
+    given (their code is versioned with the installed packages, recorded in every result); one
+    with weights in the package adds its manifest's hash, so new weights are a new model.
     """
     location, _, attr = spec.rpartition(":")
     if spec in registered_models() or not location.endswith(".py"):
-        return {"model": spec}
+        packaged = _packaged_digest(spec)
+        return {"model": spec} if packaged is None else {"model": spec,
+                                                          "packaged_sha256": packaged}
     file = Path(location)
     if not file.is_file():
         raise ModelError(f"model file not found: {location}")

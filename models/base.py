@@ -226,11 +226,14 @@ class AdapterBase(ABC):
 
     @property
     def default_checkpoint(self) -> str:
-        """The registry's default checkpoint of this family."""
+        """The registry's default checkpoint of this family (a ``package:`` one as its
+        folder's path)."""
         facts = model_facts(self.family)
         if facts is None or not facts.default_checkpoint:
             raise ModelError(f"model {self.family!r} has no default checkpoint; pass --checkpoint")
-        return facts.default_checkpoint
+        from mmeb.registry import packaged_checkpoint
+
+        return packaged_checkpoint(facts.default_checkpoint)
 
     @property
     def extra(self) -> str:

@@ -85,3 +85,22 @@ def test_copies_of_a_positive_are_left_out_of_its_softmax() -> None:
     assert abs(got - expected / 5) < 1e-5
     unmasked = info_nce(q, t, temperature=0.5, negatives=neg).item()
     assert unmasked > got  # the copies scored like the positive: counted as negatives
+
+
+def test_symmetric_term_leaves_out_the_queries_of_copies() -> None:
+    gen = torch.Generator().manual_seed(4)
+    q, t = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    t[2] = t[0]  # rows 0 and 2 share a positive: query 2 matches target 0 as well
+    keys = torch.tensor([5, 6, 5, 7])
+    got = info_nce(q, t, temperature=0.5, symmetric=True, target_keys=keys).item()
+    qn, tn = q / q.norm(dim=1, keepdim=True), t / t.norm(dim=1, keepdim=True)
+
+    def side(a: torch.Tensor, b: torch.Tensor) -> float:
+        total = 0.0
+        for i in range(4):
+            kept = [j for j in range(4) if j == i or keys[j] != keys[i]]
+            scores = torch.stack([a[i] @ b[j] for j in kept]) / 0.5
+            total += float(-torch.log_softmax(scores, 0)[kept.index(i)])
+        return total / 4
+
+    assert abs(got - (side(qn, tn) + side(tn, qn)) / 2) < 1e-5

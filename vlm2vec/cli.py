@@ -10,11 +10,15 @@ from pathlib import Path
 from mmeb.errors import MMEBError
 
 USAGE = """usage: vlm2vec train [--config FILE.yaml] [--key value ...]
+       vlm2vec tiny [--out DIR] [--install] [--limit N] [--key value ...]
 
 Contrastive training of an embedding model on MMEB-train pairs (the VLM2Vec recipe).
 Every config key is also a flag; precedence: defaults < preset < FILE.yaml < flags.
 Under several processes: torchrun --nproc_per_node N -m vlm2vec.cli train ...
 Example: vlm2vec train --config {example} --max_steps 50
+`vlm2vec tiny` rebuilds the packaged vlm2vec-tiny model from {recipe}
+into DIR (default runs/vlm2vec-tiny); --install replaces the packaged copy; --limit N
+scores only the first N queries of each sample task (a quick check).
 
 config keys:
 {keys}
@@ -28,8 +32,9 @@ def example_config() -> Path:
 
 def _usage() -> str:
     from vlm2vec.config import config_help
+    from vlm2vec.recipe import recipe_config
 
-    return USAGE.format(example=example_config(), keys=config_help())
+    return USAGE.format(example=example_config(), recipe=recipe_config(), keys=config_help())
 
 
 def _split_config(argv: list[str]) -> tuple[Path | None, list[str]]:
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(_usage())
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
-    if command != "train":
-        sys.stderr.write(f"error: unknown command {command!r}; the command is `vlm2vec train`\n")
+    if command not in ("train", "tiny"):
+        sys.stderr.write(f"error: unknown command {command!r}; the commands are `vlm2vec "
+                         "train` and `vlm2vec tiny`\n")
         sys.exit(2)
     if "-h" in rest or "--help" in rest:
         sys.stdout.write(_usage())
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if command == "tiny":
+            _tiny(rest)
+            return
         from vlm2vec.config import build_config
 
         path, flags = _split_config(rest)
@@ -81,6 +90,40 @@ def main(argv: list[str] | None = None) -> None:
     except MMEBError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
+
+
+def _tiny(argv: list[str]) -> None:
+    """``vlm2vec tiny [--out DIR] [--install] [--key value ...]``."""
+    from vlm2vec.config import ConfigError
+    from vlm2vec.recipe import rebuild
+
+    out, install, limit, flags = Path("runs/vlm2vec-tiny"), False, None, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--install":
+            install = True
+        elif arg == "--limit":
+            if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
+                raise ConfigError("--limit needs a positive number of queries per task")
+            i += 1
+            limit = int(argv[i])
+        elif arg == "--out" or arg.startswith("--out="):
+            if arg == "--out":
+                if i + 1 >= len(argv):
+                    raise ConfigError("--out needs a folder")
+                i += 1
+                arg = argv[i]
+            out = Path(arg.removeprefix("--out="))
+        elif arg in ("--config", "--checkpoint", "--output_dir", "--output-dir") or \
+                arg.startswith(("--config=", "--checkpoint=", "--output_dir=", "--output-dir=")):
+            raise ConfigError(f"{arg.split('=')[0]} is set by the recipe; use --out DIR")
+        else:
+            flags.append(arg)
+        i += 1
+    if install and limit is not None:
+        raise ConfigError("--install ships scores of every query: drop --limit")
+    rebuild(out, flags, install=install, limit=limit)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def info_nce(
 
     ``target_keys`` (and ``negative_keys`` with hard negatives) [B] name each input's content:
     a candidate with the same key as a row's positive is a copy of it (the same class name
-    drawn twice in one batch), not a negative, and is left out of that row's softmax.
+    drawn twice in one batch), not a negative, and is left out of that row's softmax; with
+    ``symmetric``, the queries of such copies are left out of the target's softmax too.
     """
     if normalize:
         queries, targets = F.normalize(queries, dim=-1), F.normalize(targets, dim=-1)
@@ -101,6 +102,7 @@ def info_nce(
         # Rows without a hard negative contribute a score of -inf (probability 0).
         keep = torch.cat([torch.ones_like(mask), mask])
         scores = scores.masked_fill(~keep[None, :], float("-inf"))
+    copies = None
     if target_keys is not None:
         keys = all_gather(target_keys)
         if negatives is not None:
@@ -114,6 +116,9 @@ def info_nce(
     if symmetric:
         all_queries = all_gather(queries)
         reverse = targets @ all_queries.T / temperature
+        if copies is not None:
+            # The queries whose positive is a copy of this target's are its matches too.
+            reverse = reverse.masked_fill(copies[:, : all_queries.shape[0]], float("-inf"))
         loss = (loss + F.cross_entropy(reverse, labels)) / 2
     return loss
 

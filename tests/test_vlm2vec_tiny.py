@@ -1,0 +1,176 @@
+"""vlm2vec-tiny: the packaged model, its recipe and `mmeb run` without options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mmeb_fixtures import invoke
+
+from mmeb.models.vlm2vec_tiny import MANIFEST, file_digests, packaged_folder, verify_packaged
+from mmeb.tasks import get_collection
+from vlm2vec import tiny
+
+pytest.importorskip("transformers")
+
+SAMPLE = [t.name for t in get_collection("sample")]
+
+
+@pytest.fixture(scope="module")
+def sample_root() -> Path:
+    from mmeb.sample import ensure_sample
+
+    return ensure_sample()
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((packaged_folder() / MANIFEST).read_text())
+
+
+# -- the shipped files ------------------------------------------------------------------------
+
+
+def test_shipped_files_match_their_recorded_hashes(manifest):
+    assert verify_packaged() == []
+    assert set(manifest["sha256"]) >= {"config.json", "model.safetensors", "tokenizer.json",
+                                       "preprocessor_config.json"}
+    assert (packaged_folder() / "model.safetensors").stat().st_size <= 10 * 2**20
+
+
+def test_a_changed_shipped_file_is_reported(tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(packaged_folder(), copy)
+    (copy / "tokenizer_config.json").write_text("{}")
+    (copy / "extra.txt").write_text("x")
+    assert verify_packaged(copy) == ["extra.txt", "tokenizer_config.json"]
+
+
+def test_no_eval_query_with_its_answer_is_in_the_training_split(manifest, sample_root):
+    overlap = manifest["train_eval_overlap"]
+    assert set(overlap) == set(SAMPLE)
+    assert all(v["pairs_in_train"] == 0 for v in overlap.values())
+    # Recorded at build time; the same figures come out of today's copy of the suite.
+    assert tiny.overlap_report(sample_root) == overlap
+
+
+def test_the_packaged_model_loads_through_the_qwen2vl_adapter():
+    from mmeb.models.qwen2vl import Qwen2VLEncoder
+    from mmeb.registry import load_model, registered_models
+
+    assert registered_models()["vlm2vec-tiny"].default_checkpoint == "package:weights/vlm2vec-tiny"
+    encoder = load_model("vlm2vec-tiny", device="cpu")
+    assert isinstance(encoder, Qwen2VLEncoder)
+    assert Path(encoder.checkpoint) == packaged_folder()
+    assert encoder.config["revision"].startswith("local-")
+    assert encoder.name == "vlm2vec-tiny"
+
+
+@pytest.fixture(scope="module")
+def scores(sample_root) -> dict[str, tuple[float, float]]:
+    """Task -> (hit@1, chance) of the packaged model on the whole sample suite."""
+    import mmeb
+    from mmeb.registry import load_model
+
+    outcome = mmeb.evaluate(load_model("vlm2vec-tiny", device="cpu"), tasks=SAMPLE,
+                            output_dir=sample_root.parent / "tiny-results", progress=False)
+    return {d["task"]: (d["metrics"]["hit@1"], d["chance"]) for d in outcome.results}
+
+
+def test_the_packaged_model_is_at_least_three_times_chance_on_every_meta_task(scores):
+    from mmeb.tasks import get_task
+
+    by_meta: dict[str, list[tuple[float, float]]] = {}
+    for name, value in scores.items():
+        by_meta.setdefault(get_task(name).meta_task, []).append(value)
+    assert set(by_meta) == {"classification", "vqa", "retrieval", "grounding"}
+    for meta, values in by_meta.items():
+        hit = sum(h for h, _ in values) / len(values)
+        chance = sum(c for _, c in values) / len(values)
+        assert hit >= 3 * chance, meta
+    # Far above the random baseline overall (which scores chance, about 1.3% here).
+    mean_chance = sum(c for _, c in scores.values()) / len(scores)
+    assert sum(h for h, _ in scores.values()) / len(scores) >= 10 * mean_chance
+
+
+def test_the_packaged_model_scores_what_its_manifest_recorded(scores, manifest):
+    recorded = manifest["sample_scores"]
+    assert set(recorded) == set(scores)
+    for name, (hit, _) in scores.items():
+        # Deterministic on CPU; a different BLAS may flip a near tie (one query of 150).
+        assert abs(hit - recorded[name]) <= 1.5 / 150, name
+
+
+# -- the tokenizer ----------------------------------------------------------------------------
+
+
+def test_the_tokenizer_reads_words_and_appends_the_end_token():
+    vocabulary = tiny.fit_vocabulary(["the red circle.", 'Find the ROSE "card"', "the end"])
+    assert vocabulary[0] == "the"  # most frequent first
+    tokenizer = tiny.build_tokenizer(vocabulary)
+    ids = tokenizer(f"{tiny.IMAGE}\nFind the ROSE \"x\".\n")["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens == [tiny.IMAGE, "Find", "the", "ROSE", '"', tiny.UNK, '"', ".", tiny.END]
+
+
+def test_every_eval_word_is_in_the_vocabulary_fitted_to_training_texts(sample_root):
+    vocabulary = tiny.fit_vocabulary(tiny.training_texts(sample_root))
+    overlap = tiny.vocabulary_overlap(vocabulary, tiny.eval_texts(sample_root))
+    assert overlap["words"] > 10_000
+    assert overlap["unknown"] == 0
+
+
+# -- the recipe -------------------------------------------------------------------------------
+
+
+def test_the_recipe_trains_and_its_loss_falls(tmp_path, sample_root):
+    from vlm2vec.cli import main
+
+    out = tmp_path / "run"
+    main(["tiny", "--out", str(out), "--limit", "4", "--max_steps", "16", "--warmup_steps",
+          "2", "--global_batch_size", "16", "--save_steps", "0"])
+    losses = [json.loads(line)["loss"] for line in
+              (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1
+    ship = out / "vlm2vec-tiny"
+    manifest = json.loads((ship / MANIFEST).read_text())
+    assert manifest["sha256"] == file_digests(ship)
+    assert [stage["steps"] for stage in manifest["training"]] == [16, 16]
+    assert set(manifest["sample_scores"]) == set(SAMPLE)
+    assert manifest["sample_scores_limit"] == 4
+    assert verify_packaged(ship) == []
+
+
+def test_the_recipe_refuses_what_it_sets_itself(tmp_path):
+    from vlm2vec.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["tiny", "--out", str(tmp_path), "--checkpoint", "x"])
+    assert stop.value.code == 1
+
+
+# -- `mmeb run` without options ---------------------------------------------------------------
+
+
+def test_run_without_a_model_evaluates_the_tiny_model_beside_random(tmp_path, sample_root):
+    out = tmp_path / "results"
+    result = invoke("run", "--output-dir", str(out), "--limit", "8", "--no-progress",
+                    "--tasks", "Sample-Shapes,Sample-Caption-t2i")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["random", "vlm2vec-tiny"]
+    header = next(line for line in result.output.splitlines() if line.startswith("| dataset"))
+    assert "vlm2vec-tiny" in header
+    assert "random" in header
+    assert "random: at chance level on" in result.output
+    assert "warning:" not in result.output
+
+
+def test_options_of_one_model_need_the_model(tmp_path):
+    result = invoke("run", "--output-dir", str(tmp_path), "--checkpoint", "x")
+    assert result.exit_code != 0
+    assert "--checkpoint needs --model" in result.output
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,108 @@
+"""``vlm2vec tiny``: the one command that rebuilds the packaged ``vlm2vec-tiny`` model.
+
+1. the sample suite's cached copy (seed 0, small), generated if missing;
+2. a random tiny Qwen2-VL with a tokenizer fitted to its training texts (:mod:`vlm2vec.tiny`);
+3. ``vlm2vec train`` twice: ``configs/vlm2vec-tiny-vision.yaml`` (the image side, on image ->
+   image pairs), then ``configs/vlm2vec-tiny.yaml`` (every task) from its output; any
+   ``--key value`` flag applies to both;
+4. the shippable folder ``<out>/vlm2vec-tiny``: the trained model's files and a
+   ``manifest.json`` with their SHA-256, the training summary, the model's hit@1 on every
+   sample task (evaluated as ``mmeb run`` does) and the train/eval overlap;
+   with ``--install``, the same files replace the packaged copy in a source checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("vlm2vec")
+
+#: The files ``mmeb run --model vlm2vec-tiny`` reads, copied from the trained folder.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "preprocessor_config.json", "generation_config.json")
+
+
+def recipe_config() -> Path:
+    return Path(__file__).resolve().parent / "configs" / "vlm2vec-tiny.yaml"
+
+
+def vision_config() -> Path:
+    return Path(__file__).resolve().parent / "configs" / "vlm2vec-tiny-vision.yaml"
+
+
+def rebuild(out: Path, flags: list[str], *, install: bool = False,
+            limit: int | None = None) -> Path:
+    """Run the recipe into ``out``; returns the shippable folder. ``limit`` evaluates only the
+    first queries of each sample task (a quick check; the shipped scores use all)."""
+    from mmeb.models.vlm2vec_tiny import MANIFEST, file_digests, packaged_folder
+    from mmeb.sample import ensure_sample
+    from vlm2vec.config import build_config, to_dict
+    from vlm2vec.tiny import build_initial, overlap_report, training_texts
+
+    root = ensure_sample()
+    first = build_config(vision_config(), flags)  # a bad flag fails before anything is built
+    build_config(recipe_config(), flags)
+    init = build_initial(out / "init", training_texts(root), seed=first.seed)
+    from vlm2vec.trainer import train
+
+    vision = build_config(vision_config(), flags, overrides={
+        "checkpoint": str(init), "output_dir": str(out / "vision")})
+    train(vision)
+    config = build_config(recipe_config(), flags, overrides={
+        "checkpoint": str(out / "vision"), "output_dir": str(out / "train")})
+    train(config)
+    trained = out / "train"
+    ship = out / "vlm2vec-tiny"
+    if ship.exists():
+        shutil.rmtree(ship)
+    ship.mkdir(parents=True)
+    for name in MODEL_FILES:
+        if (trained / name).is_file():
+            shutil.copy2(trained / name, ship / name)
+    summary = json.loads((trained / "summary.json").read_text())
+    first_summary = json.loads((out / "vision" / "summary.json").read_text())
+    scores = evaluate_on_sample(ship, out / "eval", limit)
+    manifest: dict[str, Any] = {
+        "model": "vlm2vec-tiny",
+        "recipe": f"vlm2vec tiny {' '.join(flags)}".strip(),
+        "sample_suite": root.name,
+        "training": [{k: s[k] for k in ("steps", "final_loss", "pairs", "seconds")}
+                     for s in (first_summary, summary)],
+        "config": [{k: v for k, v in to_dict(c).items()
+                    if k not in ("checkpoint", "output_dir", "progress")}
+                   for c in (vision, config)],
+        "sample_scores": scores,
+        "sample_scores_limit": limit,
+        "train_eval_overlap": overlap_report(root),
+        "sha256": file_digests(ship),
+    }
+    (ship / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("shippable model: %s", ship)
+    if install:
+        target = packaged_folder()
+        target.mkdir(parents=True, exist_ok=True)
+        for path in target.iterdir():
+            path.unlink()
+        for path in ship.iterdir():
+            shutil.copy2(path, target / path.name)
+        log.info("installed into %s", target)
+    return ship
+
+
+def evaluate_on_sample(folder: Path, results: Path, limit: int | None = None
+                       ) -> dict[str, float]:
+    """hit@1 of the model in ``folder`` on every sample task, as ``mmeb run`` computes it."""
+    from mmeb.registry import load_model
+    from mmeb.runner import evaluate
+
+    if results.exists():
+        shutil.rmtree(results)
+    encoder = load_model("vlm2vec-tiny", checkpoint=str(folder), device="cpu")
+    outcome = evaluate(encoder, split="sample", output_dir=results, progress=False, limit=limit)
+    scores = {d["task"]: round(float(d["metrics"]["hit@1"]), 6) for d in outcome.results}
+    log.info("sample suite hit@1: mean %.3f", sum(scores.values()) / len(scores))
+    return scores
