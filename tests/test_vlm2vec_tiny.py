@@ -18,10 +18,14 @@ SAMPLE = [t.name for t in get_collection("sample")]
 
 
 @pytest.fixture(scope="module")
-def sample_root() -> Path:
+def sample_root(tmp_path_factory) -> Path:
     from mmeb.sample import ensure_sample
 
-    return ensure_sample()
+    # The session's cache, as the autouse fixture sets it for each test (module fixtures run
+    # before it).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMEB_CACHE", str(tmp_path_factory.getbasetemp() / "mmeb-cache"))
+        return ensure_sample()
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +74,13 @@ def test_the_packaged_model_loads_through_the_qwen2vl_adapter():
 
 
 @pytest.fixture(scope="module")
-def scores(sample_root) -> dict[str, tuple[float, float]]:
+def scores(sample_root, tmp_path_factory) -> dict[str, tuple[float, float]]:
     """Task -> (hit@1, chance) of the packaged model on the whole sample suite."""
     import mmeb
     from mmeb.registry import load_model
 
     outcome = mmeb.evaluate(load_model("vlm2vec-tiny", device="cpu"), tasks=SAMPLE,
-                            output_dir=sample_root.parent / "tiny-results", progress=False)
+                            output_dir=tmp_path_factory.mktemp("tiny-results"), progress=False)
     return {d["task"]: (d["metrics"]["hit@1"], d["chance"]) for d in outcome.results}
 
 
