@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from mmeb.atomic import write_atomic
 from mmeb.errors import DataError, MMEBError
 from mmeb.items import Item, Side
 
@@ -65,18 +66,9 @@ def _writer_tag() -> str:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write beside ``path`` under a hidden name, sync, rename: readers see all or nothing."""
+    """All or nothing, under a temporary named after its writer (see ``_LEFTOVER``)."""
     tmp = path.with_name(f".{path.name}.{_writer_tag()}-{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, tmp)
 
 
 def _write_json(path: Path, document: Any) -> None:

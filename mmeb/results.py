@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmeb.atomic import write_atomic
 from mmeb.errors import ResultsError
 from mmeb.metrics import MAIN_METRIC
 from mmeb.taskspec import META_TASKS
@@ -73,25 +74,10 @@ TEMPORARY_GLOB = ".*.tmp"
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half.
-
-    The file is created with mode 0666 filtered by the umask (0644 usually), like any file the
-    user writes; the data is flushed to disk before the rename, so a crash leaves either the old
-    file or the new one, never a truncated one.
-    """
+    """Write ``document`` as indented JSON, all or nothing (:func:`mmeb.atomic.write_atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode(), tmp)
 
 
 def encode_outcomes(counts: RankCounts) -> dict[str, Any]:

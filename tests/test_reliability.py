@@ -521,7 +521,8 @@ def test_a_full_disk_at_write_time_says_the_score_and_leaves_nothing(data_dir, t
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(mmeb.results.json, "dump", disk_full)
+    # The folder's up-front probe passes; the disk fills while a result is written.
+    monkeypatch.setattr(mmeb.results, "write_atomic", disk_full)
     out = tmp_path / "results"
     one_line_error(invoke(*run_args(data_dir, out, "--model", "random")),
                    f"cannot write {out / 'random' / 'ImageNet-1K.json'} (No space left on device)",

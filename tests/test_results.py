@@ -112,3 +112,27 @@ def test_results_without_outcomes_load_and_broken_outcomes_are_refused(tmp_path)
     bad = encode_outcomes(RankCounts(np.array([0, 4]), np.array([0, 0]), np.array([4, 4])))
     with pytest.raises(ResultsError, match="inconsistent"):
         decode_outcomes({"outcomes": bad})
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import mmeb.atomic
+    from mmeb.atomic import write_atomic
+
+    target, tmp = tmp_path / "r.json", tmp_path / ".r.json.1-ab.tmp"
+    target.write_bytes(b"old")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(mmeb.atomic.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, b"new", tmp)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    monkeypatch.undo()
+    write_atomic(target, b"new", tmp)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

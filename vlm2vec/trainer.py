@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mmeb.atomic import write_atomic
 from mmeb.errors import MMEBError, ModelError
 from vlm2vec.config import TrainConfig, differing_keys, to_dict, to_yaml
 from vlm2vec.data import (
@@ -148,9 +149,9 @@ def _load(path: Path) -> Any:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden: remove_leftovers clears it after a kill
+    tmp.unlink(missing_ok=True)
+    write_atomic(path, text.encode(), tmp)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
