@@ -141,26 +141,13 @@ def run(model: str | None, checkpoint: str | None, model_args: tuple[str, ...], 
     from mmeb.leaderboard.commands import summary_of_documents
 
     if model is None:
-        given = [flag for flag, value in (("--checkpoint", checkpoint), ("--model-arg", model_args),
-                                          ("--name", name)) if value]
-        if given:
-            raise MMEBError(f"{given[0]} needs --model: it applies to one model, and without "
-                            f"--model `mmeb run` evaluates {' and '.join(DEFAULT_MODELS)}")
-        if not (split or tasks or meta_task):
-            split = "sample"
-    selected = select_tasks(split, _task_names(tasks), meta_task)
-    if model is None:
-        from mmeb.leaderboard.commands import compare_folders
-        from mmeb.shard import current_group
-
-        folders = [_evaluate(
-            default, selected, checkpoint=None, model_args=(), device=device, dtype=dtype,
-            batch_size=batch_size, limit=limit, data_dir=data_dir, image_dir=image_dir,
-            output_dir=output_dir, overwrite=overwrite, no_progress=no_progress,
-            prefetch=prefetch, cache_dir=cache_dir)[0] for default in DEFAULT_MODELS]
-        if current_group().is_writer:
-            click.echo(compare_folders(folders, Path(output_dir)))
+        _run_default_models(
+            _task_names(tasks), split, meta_task, checkpoint=checkpoint, model_args=model_args,
+            name=name, device=device, dtype=dtype, batch_size=batch_size, limit=limit,
+            data_dir=data_dir, image_dir=image_dir, output_dir=output_dir, overwrite=overwrite,
+            no_progress=no_progress, prefetch=prefetch, cache_dir=cache_dir)
         return
+    selected = select_tasks(split, _task_names(tasks), meta_task)
     model_id, results = _evaluate(
         model, selected, checkpoint=checkpoint, model_args=model_args, device=device,
         dtype=dtype, batch_size=batch_size, limit=limit, data_dir=data_dir,
@@ -169,6 +156,29 @@ def run(model: str | None, checkpoint: str | None, model_args: tuple[str, ...], 
     )
     if results:  # under torchrun only rank 0 has results to show
         click.echo(summary_of_documents(model_id, results))
+
+
+def _run_default_models(task_names: list[str] | None, split: str | None,
+                        meta_task: str | None, *, checkpoint: str | None,
+                        model_args: tuple[str, ...], name: str | None, output_dir: str,
+                        **options: Any) -> None:
+    """``mmeb run`` without ``--model``: each of DEFAULT_MODELS (on the sample suite unless
+    tasks are chosen), then their comparison table."""
+    from mmeb.leaderboard.commands import compare_folders
+    from mmeb.shard import current_group
+
+    given = [flag for flag, value in (("--checkpoint", checkpoint), ("--model-arg", model_args),
+                                      ("--name", name)) if value]
+    if given:
+        raise MMEBError(f"{given[0]} needs --model: it applies to one model, and without "
+                        f"--model `mmeb run` evaluates {' and '.join(DEFAULT_MODELS)}")
+    if not (split or task_names or meta_task):
+        split = "sample"
+    selected = select_tasks(split, task_names, meta_task)
+    folders = [_evaluate(default, selected, checkpoint=None, model_args=(),
+                         output_dir=output_dir, **options)[0] for default in DEFAULT_MODELS]
+    if current_group().is_writer:
+        click.echo(compare_folders(folders, Path(output_dir)))
 
 
 def _evaluate(model: str, selected: Sequence[TaskSpec], *, checkpoint: str | None,

@@ -219,7 +219,9 @@ def _packaged_digest(spec: str) -> str | None:
     if entry is None or not (entry.default_checkpoint or "").startswith(PACKAGE_PREFIX):
         return None
     manifest = Path(packaged_checkpoint(str(entry.default_checkpoint))) / "manifest.json"
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    from mmeb.revision import file_sha256
+
+    return file_sha256(manifest) if manifest.is_file() else None
 
 
 def model_identity(spec: str) -> dict[str, str]:

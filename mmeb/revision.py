@@ -16,6 +16,11 @@ from pathlib import Path
 _CONFIG_BYTES = 1 << 20
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of one file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def checkpoint_digest(path: Path, *, mtimes: bool = False) -> str:
     """sha256 (hex) of the files of checkpoint folder (or single file) ``path``: each file's
     path relative to the folder and size, with ``mtimes`` its modification time (ns), and the

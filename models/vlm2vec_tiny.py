@@ -10,9 +10,10 @@ listed with their SHA-256 in its ``manifest.json`` (:func:`verify_packaged`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from mmeb.revision import file_sha256
 
 from .qwen2vl import Qwen2VLEncoder
 
@@ -35,8 +36,8 @@ def packaged_folder() -> Path:
 
 def file_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file of ``folder`` except the manifest itself."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != MANIFEST}
 
 
 def verify_packaged(folder: Path | None = None) -> list[str]:

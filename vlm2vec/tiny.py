@@ -202,13 +202,15 @@ def overlap_report(root: Path) -> dict[str, dict[str, int]]:
     card question has few words. A recurring query *with its answer* would be a leak."""
     import pyarrow.parquet as pq
 
+    from mmeb.revision import file_sha256
+
     report: dict[str, dict[str, int]] = {}
     train_root, eval_root = root / "train", root / "eval"
     for folder in sorted(p for p in eval_root.iterdir() if p.is_dir() and p.name != "eval_images"):
         name = folder.name
-        train_images = {p.relative_to(train_root).as_posix(): _digest(p)
+        train_images = {p.relative_to(train_root).as_posix(): file_sha256(p)
                         for p in (train_root / "images" / name).rglob("*.jpg")}
-        eval_images = {p.relative_to(eval_root / "eval_images").as_posix(): _digest(p)
+        eval_images = {p.relative_to(eval_root / "eval_images").as_posix(): file_sha256(p)
                        for p in (eval_root / "eval_images" / name).rglob("*.jpg")}
         queries: set[tuple[str, str]] = set()
         pairs: set[tuple[str, str, str, str]] = set()
@@ -236,8 +238,3 @@ def overlap_report(root: Path) -> dict[str, dict[str, int]]:
         }
     return report
 
-
-def _digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
