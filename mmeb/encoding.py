@@ -22,6 +22,7 @@ from mmeb.encoder import Encoder, encoder_config
 from mmeb.items import Item, Side
 from mmeb.itemtable import subset
 from mmeb.prefetch import reads_images
+from mmeb.registry import find_model, identity_model_args
 from mmeb.revision import checkpoint_digest
 from mmeb.shard import ShardGroup, current_group
 from mmeb.taskspec import TaskSpec
@@ -95,7 +96,7 @@ def open_cache(
         "model": model,
         "checkpoint": checkpoint,
         "revision": _revision(model, checkpoint),
-        "model_args": dict(sorted(model_args.items())),
+        "model_args": identity_model_args(model_args),
         "dtype": dtype,
     })
 
@@ -106,9 +107,7 @@ def _revision(model: str, checkpoint: str | None) -> str | None:
     main)."""
     if checkpoint and Path(checkpoint).expanduser().exists():
         return "files:" + checkpoint_digest(Path(checkpoint).expanduser(), mtimes=True)
-    from mmeb.registry import registered_models
-
-    entry = registered_models().get(model)
+    entry = find_model(model)
     if entry is None or (checkpoint and checkpoint != entry.default_checkpoint):
         return None
     return entry.revision

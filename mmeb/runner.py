@@ -23,7 +23,7 @@ from mmeb.engine import SCORING_CONFIG, Evaluation, evaluate_task
 from mmeb.errors import MMEBError, ResultsError
 from mmeb.metrics import MAIN_METRIC, near_chance
 from mmeb.prefetch import DEFAULT_WORKERS
-from mmeb.registry import model_identity
+from mmeb.registry import identity_model_args, model_identity
 from mmeb.results import (
     SCHEMA_VERSION,
     Summary,
@@ -78,7 +78,7 @@ class RunConfig:
         return {
             **model_identity(self.model),
             "checkpoint": self.checkpoint,
-            "model_args": dict(sorted(self.model_args.items())),
+            "model_args": identity_model_args(self.model_args),
             "dtype": self.dtype,
             "limit": self.limit,
             "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None,

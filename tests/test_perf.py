@@ -21,6 +21,7 @@ from mmeb.errors import DataError
 from mmeb.items import Item, Side
 from mmeb.prefetch import iter_batches
 from mmeb.random_encoder import hashed_vector
+from mmeb.runner import RunConfig
 
 
 class PixelEncoder:
@@ -128,6 +129,23 @@ def test_the_cache_is_never_reused_across_a_changed_setting(tmp_path):
     # Same path, new bytes: only the rewritten image's candidate is recomputed.
     write_image(tmp_path, "MSCOCO_t2i/red.jpg", "blue")
     assert calls_after(PixelEncoder()) == {Side.TARGET: 1}
+
+
+def test_preprocessing_workers_reuse_the_cache_and_the_results(tmp_path):
+    # Workers change where batches are prepared, never the vectors: adding them to a finished
+    # run must neither recompute cached vectors nor refuse the stored results.
+    task = colour_t2i(tmp_path)
+    root = tmp_path / "c"
+    enc = PixelEncoder()
+    _scores(enc, [task], tmp_path, cache=_cache(root, enc, model_args={"seed": 0}))
+    again = PixelEncoder()
+    _scores(again, [task], tmp_path,
+            cache=_cache(root, again, model_args={"seed": 0, "workers": 2}))
+    assert sum(again.calls.values()) == 0
+    plain = RunConfig(model="pixels", model_args={"seed": 0})
+    assert RunConfig(model="pixels", model_args={"workers": 3, "seed": 0}).fingerprint() == \
+        plain.fingerprint()
+    assert RunConfig(model="pixels", model_args={"seed": 1}).fingerprint() != plain.fingerprint()
 
 
 def test_a_new_revision_of_a_local_checkpoint_is_a_new_model(tmp_path):

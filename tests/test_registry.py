@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -14,7 +15,7 @@ from mmeb.random_encoder import RandomEncoder
 def test_entry_point_models_are_listed_and_loadable(monkeypatch):
     ep = EntryPoint(name="my-random", value="mmeb.random_encoder:RandomEncoder",
                     group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [ep])
     assert "my-random" in registry.registered_models()
     encoder = registry.load_model("my-random", model_args={"dim": 8})
     assert isinstance(encoder, RandomEncoder)
