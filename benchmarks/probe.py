@@ -3,7 +3,8 @@
 ``build(ms=4)`` spends ``ms`` milliseconds per item in GIL-free work (sha256 over a buffer,
 like a forward pass in torch), after reading each item's image through ``Item.image`` as an
 adapter does (decoding there unless the engine decoded it ahead). ``mode="sleep"`` waits
-instead of computing (a GPU forward seen from the CPU). The process's totals go to the JSON
+instead of computing (a GPU forward seen from the CPU); ``torch=True`` imports torch first, as
+every built-in adapter does. The process's totals go to the JSON
 file named by ``$PROBE_STATS`` (``.rank<N>`` appended under a launcher) at exit.
 """
 
@@ -27,7 +28,9 @@ class Probe:
     modalities = ALL_MODALITIES
 
     def __init__(self, ms: float = 4.0, mode: str = "spin", variant: int = 0,
-                 dim: int = 32, **_unused: object) -> None:
+                 dim: int = 32, torch: bool = False, **_unused: object) -> None:
+        if torch:  # load what every built-in adapter loads, so its cost is in both runs
+            import torch as _torch  # noqa: F401
         self.name = "probe"
         self.ms, self.mode, self.dim = float(ms), mode, int(dim)
         self.config = {"ms": self.ms, "mode": mode, "variant": int(variant), "dim": self.dim}

@@ -91,11 +91,16 @@ def render(r: dict[str, Any]) -> str:
         for mode, what in (("spin", "CPU-bound probe"), ("sleep", "waiting probe (GPU-like)")):
             if mode in t:
                 x = t[mode]
+                fixed = t.get("fixed")
+                launch = (f"; fixed cost of a launch (0 ms probe) {_s(fixed['one_process_s'])}"
+                          f" for 1 process, {_s(fixed['two_processes_s'])} under torchrun"
+                          if fixed else "")
                 row(f"torchrun 2 processes, {what}: identical files, >= 1.7x",
                     f"identical: {x['identical_results']}; {x['speedup']:.2f}x wall "
-                    f"({_s(x['one_process_s'])} -> {_s(x['two_processes_s'])}); "
+                    f"({_s(x['one_process_s'])} -> {_s(x['two_processes_s'])}, probe "
+                    f"{t['probe_ms_per_item']:g} ms/item, importing torch); "
                     f"{x['speedup_in_process']:.2f}x in-process; importing torch.distributed "
-                    f"{_s(t['import_torch_distributed_s'])}",
+                    f"{_s(t['import_torch_distributed_s'])}{launch}",
                     x["identical_results"] and x["speedup"] >= 1.7, "torchrun")
     if "imports" in r:
         imp = r["imports"]

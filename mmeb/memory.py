@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
+from typing import Any
 
 
 def use_system_memory_pool() -> None:
@@ -28,13 +30,20 @@ def use_system_memory_pool() -> None:
 def release_freed_memory() -> None:
     """Hand pages freed so far back to the system (glibc's ``malloc_trim``; elsewhere, and
     where the C library has no such call, nothing happens)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (looked up once: ``find_library`` runs a subprocess)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     name = ctypes.util.find_library("c")
     if not name:
-        return
+        return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        return ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):  # musl and other C libraries without it
-        return
-    trim(0)
+        return None

@@ -9,6 +9,7 @@ the meta-task means).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -53,16 +54,27 @@ def result_path(output_dir: Path, model_id: str, task_name: str) -> Path:
 
 def package_versions() -> dict[str, str]:
     """Versions of what shaped the numbers; heavy libraries only if the run imported them."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for dist, module in (("mmeb", "mmeb"), ("numpy", "numpy"), ("pyarrow", "pyarrow"),
                          ("pillow", "PIL"), ("torch", "torch"), ("transformers", "transformers"),
                          ("open_clip_torch", "open_clip"), ("peft", "peft")):
         if module in sys.modules:
-            with contextlib.suppress(PackageNotFoundError):
-                out[dist] = version(dist)
+            found = _installed_version(dist)
+            if found is not None:
+                out[dist] = found
     return out
+
+
+@functools.cache
+def _installed_version(dist: str) -> str | None:
+    """An installed distribution's version, looked up once per process (each lookup scans the
+    installed packages' metadata; every result of a run records the versions)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def utc_now() -> str:
