@@ -209,10 +209,14 @@ class AdapterBase(ABC):
         facts = model_facts(self.family)
         if checkpoint is None and revision is None and facts is not None:
             revision = facts.revision  # the registry pins the revision of its default only
-        #: What the user named (a Hub id or a folder); ``self.checkpoint`` is where files are
-        #: read from, the local snapshot of a Hub id once resolved.
+        #: What the user named (a Hub id, a folder or a ``package:`` folder); ``self.checkpoint``
+        #: is where files are read from, the local snapshot of a Hub id once resolved. A
+        #: packaged model is recorded by its ``package:`` name, not by the folder it is
+        #: installed in, so results stay valid for another install of the same package.
         self.checkpoint_id = str(checkpoint or self.default_checkpoint)
-        self.checkpoint = self.checkpoint_id
+        from mmeb.registry import packaged_checkpoint
+
+        self.checkpoint = packaged_checkpoint(self.checkpoint_id)
         self.revision: str | None = revision
         local = self._local_path()
         if looks_like_path(local) and not Path(local).expanduser().exists():
@@ -226,14 +230,11 @@ class AdapterBase(ABC):
 
     @property
     def default_checkpoint(self) -> str:
-        """The registry's default checkpoint of this family (a ``package:`` one as its
-        folder's path)."""
+        """The registry's default checkpoint of this family (a ``package:`` one as named)."""
         facts = model_facts(self.family)
         if facts is None or not facts.default_checkpoint:
             raise ModelError(f"model {self.family!r} has no default checkpoint; pass --checkpoint")
-        from mmeb.registry import packaged_checkpoint
-
-        return packaged_checkpoint(facts.default_checkpoint)
+        return facts.default_checkpoint
 
     @property
     def extra(self) -> str:

@@ -71,6 +71,11 @@ def test_the_packaged_model_loads_through_the_qwen2vl_adapter():
     assert Path(encoder.checkpoint) == packaged_folder()
     assert encoder.config["revision"].startswith("local-")
     assert encoder.name == "vlm2vec-tiny"
+    # Recorded by its package name, not the install folder: another install of the same
+    # package accepts the results (the files' digest is the revision above).
+    assert encoder.config["checkpoint"] == "package:weights/vlm2vec-tiny"
+    same = load_model("vlm2vec-tiny", checkpoint="package:weights/vlm2vec-tiny", device="cpu")
+    assert same.config == encoder.config
 
 
 @pytest.fixture(scope="module")
