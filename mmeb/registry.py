@@ -208,7 +208,19 @@ def _load_file(path: str) -> Any:
         raise ModelError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[module_name]
+        raise ModelError(f"{path}:{exc.lineno}: {exc.msg}; fix the model file") from None
+    except ModuleNotFoundError as exc:
+        del sys.modules[module_name]
+        raise ModelError(f"{path} imports {exc.name!r}, which is not installed; install it "
+                         "in this environment") from None
+    except BaseException:
+        # Any other failure is a bug in the user's code: its traceback is what they need.
+        del sys.modules[module_name]
+        raise
     return module
 
 

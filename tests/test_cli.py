@@ -165,6 +165,25 @@ def test_bad_options_are_one_line_errors(data_dir, tmp_path, args, message):
     assert not list((tmp_path / "r").rglob("*.json"))
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def build(:\n    pass\n", "broken_enc.py:1: invalid syntax; fix the model file"),
+        ("import no_such_package_xyz\n", "imports 'no_such_package_xyz', which is not installed"),
+    ],
+)
+def test_a_model_file_that_cannot_be_imported_is_a_one_line_error(
+        data_dir, tmp_path, source, message):
+    model_file = tmp_path / "broken_enc.py"
+    model_file.write_text(source)
+    result = invoke(*run_args(data_dir, tmp_path / "r", "--model", f"{model_file}:build"))
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not [m for m in sys.modules if m.startswith("mmeb_user_model_")
+                and getattr(sys.modules[m], "__file__", None) == str(model_file)]
+
+
 def test_unwritable_output_dir_is_a_one_line_error(data_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

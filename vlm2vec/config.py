@@ -121,8 +121,8 @@ class TrainConfig:
     # -- run ------------------------------------------------------------------------------
     output_dir: str = _key("runs/vlm2vec", "Run folder: config.yaml, metrics.jsonl, "
                            "checkpoints/, and the final model.")
-    save_steps: int = _key(500, "Write a checkpoint every N steps (and at the end); 0: only at "
-                           "the end.")
+    save_steps: int = _key(500, "Write a resumable checkpoint every N steps (the final model "
+                           "is always written to output_dir); 0: no checkpoints.")
     keep_checkpoints: int = _key(2, "How many of the newest checkpoints to keep.")
     resume: bool = _key(False, "Continue from the newest checkpoint in output_dir (a fresh start "
                         "when there is none).")
