@@ -125,6 +125,33 @@ def test_the_tokenizer_reads_words_and_appends_the_end_token():
     assert tokens == [tiny.IMAGE, "Find", "the", "ROSE", '"', tiny.UNK, '"', ".", tiny.END]
 
 
+@pytest.mark.parametrize(("patch", "merge"), [(14, 2), (7, 4)])
+def test_a_finer_patch_grid_keeps_the_image_tokens_and_loads_through_the_adapter(
+        tmp_path, patch, merge):
+    import numpy as np
+    from PIL import Image
+
+    from mmeb.items import Item
+    from mmeb.registry import load_model
+
+    folder = tiny.build_initial(tmp_path / "init", ["Identify the object shown in the image"],
+                                shape=tiny.TinyShape(patch_size=patch, merge_size=merge))
+    encoder = load_model("vlm2vec-tiny", checkpoint=str(folder), device="cpu")
+    picture = Image.fromarray(np.full((96, 96, 3), 200, dtype=np.uint8))
+    items = [Item(raw="<|image_1|>\nIdentify the object shown in the image\n",
+                  text="Identify the object shown in the image", pil_image=picture)]
+    prepared = encoder._prepare(items[0], side="query", task=None)
+    ids = prepared["input_ids"].tolist()
+    image_id = encoder.tokenizer.convert_tokens_to_ids(tiny.IMAGE)
+    # (112 / (patch * merge))^2 = 16 language-model tokens at either geometry; the vision
+    # tower sees (112 / patch)^2 patches.
+    assert ids.count(image_id) == 16
+    assert int(prepared["image_grid_thw"][0, 1:].prod()) == (112 // patch) ** 2
+    vectors = encoder.encode(items, side="query")
+    assert vectors.shape == (1, 128)
+    assert np.isfinite(vectors).all()
+
+
 def test_every_eval_word_is_in_the_vocabulary_fitted_to_training_texts(sample_root):
     vocabulary = tiny.fit_vocabulary(tiny.training_texts(sample_root))
     overlap = tiny.vocabulary_overlap(vocabulary, tiny.eval_texts(sample_root))

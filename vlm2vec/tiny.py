@@ -47,8 +47,13 @@ class TinyShape:
     vision_depth: int = 2
     vision_heads: int = 4
     #: Every image is resized to this many pixels (min = max in the image processor), so
-    #: pictures of any size give (side / 28)^2 image tokens: 16 at 112 x 112.
+    #: pictures of any size give (side / (patch_size * merge_size))^2 image tokens: 16 at
+    #: 112 x 112.
     image_side: int = 112
+    #: The vision tower's patch side and how many patches per side merge into one language
+    #: model token. Smaller patches with a larger merge see finer detail for the same tokens.
+    patch_size: int = 14
+    merge_size: int = 2
 
 
 def words(text: str) -> list[str]:
@@ -113,7 +118,8 @@ def model_config(shape: TinyShape, vocab_size: int, tokenizer: Any) -> Any:
         vision_config={
             "depth": shape.vision_depth, "embed_dim": shape.vision_dim,
             "hidden_size": shape.hidden_size, "num_heads": shape.vision_heads,
-            "mlp_ratio": 2, "patch_size": 14, "spatial_merge_size": 2,
+            "mlp_ratio": 2, "patch_size": shape.patch_size,
+            "spatial_merge_size": shape.merge_size,
             "temporal_patch_size": 2, "in_channels": 3,
         },
         tie_word_embeddings=True,
@@ -130,7 +136,8 @@ def image_processor_config(shape: TinyShape) -> dict[str, Any]:
         "image_std": [0.26862954, 0.26130258, 0.27577711],
         "min_pixels": pixels, "max_pixels": pixels,
         "size": {"min_pixels": pixels, "max_pixels": pixels},
-        "merge_size": 2, "patch_size": 14, "temporal_patch_size": 2, "resample": 3,
+        "merge_size": shape.merge_size, "patch_size": shape.patch_size, "temporal_patch_size": 2,
+        "resample": 3,
         "rescale_factor": 1 / 255,
     }
 
