@@ -210,17 +210,14 @@ def _load_file(path: str) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        del sys.modules[module_name]
-        raise ModelError(f"{path}:{exc.lineno}: {exc.msg}; fix the model file") from None
-    except ModuleNotFoundError as exc:
-        del sys.modules[module_name]
-        raise ModelError(f"{path} imports {exc.name!r}, which is not installed; install it "
-                         "in this environment") from None
-    except BaseException:
-        # Any other failure is a bug in the user's code: its traceback is what they need.
-        del sys.modules[module_name]
-        raise
+    except BaseException as exc:
+        del sys.modules[module_name]  # nothing half-imported is left behind
+        if isinstance(exc, SyntaxError):
+            raise ModelError(f"{path}:{exc.lineno}: {exc.msg}; fix the model file") from None
+        if isinstance(exc, ModuleNotFoundError):
+            raise ModelError(f"{path} imports {exc.name!r}, which is not installed; install it "
+                             "in this environment") from None
+        raise  # any other failure is a bug in the user's code: its traceback is what they need
     return module
 
 
