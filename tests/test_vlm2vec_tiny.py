@@ -184,12 +184,11 @@ def test_the_recipe_trains_and_its_loss_falls(tmp_path, sample_root):
 def test_the_shipped_model_was_trained_by_the_committed_recipe(manifest):
     # A recipe edited without retraining (or a model installed from an edited recipe) would
     # make `vlm2vec tiny` rebuild something other than what ships.
-    from vlm2vec.config import build_config, to_dict
-    from vlm2vec.recipe import recipe_config, vision_config
+    from vlm2vec.config import build_config
+    from vlm2vec.recipe import recipe_config, recorded_config, vision_config
 
     assert manifest["recipe"] == "vlm2vec tiny"
-    committed = [{k: v for k, v in to_dict(build_config(path, [])).items()
-                  if k not in ("checkpoint", "output_dir", "progress")}
+    committed = [recorded_config(build_config(path, []))
                  for path in (vision_config(), recipe_config())]
     assert manifest["config"] == committed
     assert [stage["steps"] for stage in manifest["training"]] == [

@@ -34,13 +34,22 @@ def vision_config() -> Path:
     return Path(__file__).resolve().parent / "configs" / "vlm2vec-tiny-vision.yaml"
 
 
+def recorded_config(config: Any) -> dict[str, Any]:
+    """A stage's training config as the manifest records it: without the paths of one build
+    and the display switch, so the same recipe records the same config anywhere."""
+    from vlm2vec.config import to_dict
+
+    return {k: v for k, v in to_dict(config).items()
+            if k not in ("checkpoint", "output_dir", "progress")}
+
+
 def rebuild(out: Path, flags: list[str], *, install: bool = False,
             limit: int | None = None) -> Path:
     """Run the recipe into ``out``; returns the shippable folder. ``limit`` evaluates only the
     first queries of each sample task (a quick check; the shipped scores use all)."""
     from mmeb.models.vlm2vec_tiny import MANIFEST, file_digests, packaged_folder
     from mmeb.sample import ensure_sample
-    from vlm2vec.config import build_config, to_dict
+    from vlm2vec.config import build_config
     from vlm2vec.tiny import build_initial, overlap_report, training_texts
 
     root = ensure_sample()
@@ -72,9 +81,7 @@ def rebuild(out: Path, flags: list[str], *, install: bool = False,
         "sample_suite": root.name,
         "training": [{k: s[k] for k in ("steps", "final_loss", "pairs", "seconds")}
                      for s in (first_summary, summary)],
-        "config": [{k: v for k, v in to_dict(c).items()
-                    if k not in ("checkpoint", "output_dir", "progress")}
-                   for c in (vision, config)],
+        "config": [recorded_config(c) for c in (vision, config)],
         "sample_scores": scores,
         "sample_scores_limit": limit,
         "train_eval_overlap": overlap_report(root),
