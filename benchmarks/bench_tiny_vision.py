@@ -1,0 +1,182 @@
+"""What the vlm2vec-tiny vision tower can learn to see, trained alone on one sample task.
+
+The packaged model is weakest where a picture must be read closely (Sample-Shapes, -Words). This
+script separates the image side from the rest of the recipe: it trains only the tiny Qwen2-VL
+vision tower (random weights, the geometry of ``vlm2vec.tiny.TinyShape``) plus a linear head as
+a plain classifier on the task's training pictures (cross-entropy over its class names, the
+merged image tokens mean-pooled), and scores the eval pictures. No text side, no contrastive
+loss: whatever it cannot reach here, the full model cannot either. ``--cnn`` trains a small
+convolutional network on the same pictures, labels and steps instead, as a reference for how
+hard the task is to see at all.
+
+    python benchmarks/bench_tiny_vision.py [--task Sample-Shapes] [--steps 1200] [--lr 2e-3]
+    python benchmarks/bench_tiny_vision.py --shape patch_size=8,merge_size=3,image_side=96
+    python benchmarks/bench_tiny_vision.py --cnn --steps 400
+    python benchmarks/bench_tiny_vision.py --train-pairs 16000   # more training pictures
+
+``--train-pairs N`` generates the task with N training pairs (seed 0, into ``--work``); its
+eval pictures are the sample suite's (the generator draws them first, whatever N is) and the
+first 2000 training pairs are the suite's too.
+
+Needs the sample suite (generated on first use). Prints one JSON line: accuracy on the first
+500 training pictures and on all eval queries, the final batch loss, seconds and parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rows(root: Path, task: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(picture, class name) of the training pairs and of the eval queries."""
+    import pyarrow.parquet as pq
+
+    train = pq.read_table(next((root / "train" / task).glob("*.parquet"))).to_pylist()
+    test = pq.read_table(next((root / "eval" / task).glob("test-*.parquet"))).to_pylist()
+    return ([(root / "train" / r["qry_image_path"], r["pos_text"]) for r in train],
+            [(root / "eval" / "eval_images" / r["qry_img_path"], r["tgt_text"][0]) for r in test])
+
+
+class VisionClassifier(torch.nn.Module):
+    """The tiny model's vision tower (patches, blocks, merger) and a linear head."""
+
+    def __init__(self, shape: Any, classes: int) -> None:
+        super().__init__()
+        import transformers as tf
+
+        from vlm2vec.tiny import build_tokenizer, image_processor_config, model_config
+
+        tokenizer = build_tokenizer(["a"])
+        model = tf.Qwen2VLForConditionalGeneration(model_config(shape, len(tokenizer), tokenizer))
+        self.tower = model.model.visual
+        self.head = torch.nn.Linear(shape.hidden_size, classes)
+        options = {k: v for k, v in image_processor_config(shape).items()
+                   if k not in ("image_processor_type", "processor_class")}
+        self.processor = tf.Qwen2VLImageProcessor(**options)
+
+    def prepare(self, paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        out = self.processor(images=[Image.open(p).convert("RGB") for p in paths],
+                             return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    def forward(self, data: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor
+                ) -> torch.Tensor:
+        pixels, grid = data
+        per = pixels.shape[0] // grid.shape[0]  # every picture has the same patch grid
+        patches = (index[:, None] * per + torch.arange(per)).reshape(-1)
+        out = self.tower(pixels[patches], grid_thw=grid[index])
+        # Newer transformers return an output object (merged tokens in pooler_output).
+        tokens = getattr(out, "pooler_output", out)
+        return self.head(tokens.view(len(index), -1, tokens.shape[-1]).mean(1))
+
+
+class ConvClassifier(torch.nn.Module):
+    """Three 3x3 convolutions with pooling over 96-pixel pictures: the reference."""
+
+    def __init__(self, classes: int, width: int = 32) -> None:
+        super().__init__()
+        c = width
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(c, 2 * c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(2 * c, 2 * c, 3, padding=1), torch.nn.GELU(),
+            torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2 * c, classes))
+
+    def prepare(self, paths: list[Path]) -> torch.Tensor:
+        from PIL import Image
+
+        pictures = [np.asarray(Image.open(p).convert("RGB").resize((96, 96))) for p in paths]
+        return torch.tensor(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255
+
+    def forward(self, data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.net(data[index])
+
+
+def parse_shape(text: str) -> Any:
+    from vlm2vec.tiny import TinyShape
+
+    values: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in {f.name for f in dataclasses.fields(TinyShape)}:
+            raise SystemExit(f"--shape: unknown TinyShape field {key!r}; fields: "
+                             + ", ".join(f.name for f in dataclasses.fields(TinyShape)))
+        values[key] = int(value)
+    return TinyShape(**values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="Sample-Shapes")
+    parser.add_argument("--shape", default="",
+                        help="TinyShape fields, e.g. patch_size=7,merge_size=4")
+    parser.add_argument("--cnn", action="store_true", help="train the convolutional reference")
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-pairs", type=int, default=0,
+                        help="generate the task with this many training pairs (0: the suite's)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mmeb-bench-tiny-vision"))
+    args = parser.parse_args()
+
+    from mmeb.sample import ensure_sample
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    root = ensure_sample()
+    if args.train_pairs:
+        from mmeb.sample.generate import generate
+
+        root = args.work / f"{args.task}-{args.train_pairs}"
+        if not (root / "manifest.json").is_file():
+            generate(root, seed=0, tasks=[args.task], train_pairs=args.train_pairs)
+    train, test = rows(root, args.task)
+    classes = sorted({c for _, c in train} | {c for _, c in test})
+    shape = parse_shape(args.shape)
+    model: Any = ConvClassifier(len(classes)) if args.cnn else VisionClassifier(shape, len(classes))
+    x_train, x_test = model.prepare([p for p, _ in train]), model.prepare([p for p, _ in test])
+    y_train = torch.tensor([classes.index(c) for _, c in train])
+    y_test = torch.tensor([classes.index(c) for _, c in test])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    start = time.perf_counter()
+    loss = torch.tensor(float("nan"))
+    for _ in range(args.steps):
+        index = torch.randint(0, len(train), (args.batch,))
+        loss = torch.nn.functional.cross_entropy(model(x_train, index), y_train[index])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    seconds = time.perf_counter() - start
+
+    def accuracy(data: Any, labels: torch.Tensor, n: int) -> float:
+        with torch.no_grad():
+            guesses = torch.cat([model(data, torch.arange(i, min(i + 100, n))).argmax(1)
+                                 for i in range(0, n, 100)])
+        return round(float((guesses == labels[:n]).float().mean()), 4)
+
+    print(json.dumps({
+        "task": args.task, "train_pairs": len(train),
+        "model": "cnn" if args.cnn else "qwen2vl-vision",
+        "shape": None if args.cnn else dataclasses.asdict(shape),
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": args.steps, "lr": args.lr, "final_loss": round(float(loss), 4),
+        "seconds": round(seconds, 1), "chance": round(1 / len(classes), 4),
+        "train_accuracy": accuracy(x_train, y_train, min(500, len(train))),
+        "eval_accuracy": accuracy(x_test, y_test, len(test)),
+    }))
+
+
+if __name__ == "__main__":
+    main()
