@@ -5,10 +5,9 @@ script separates the image side from the rest of the recipe: it trains only the 
 vision tower (random weights, the geometry of ``vlm2vec.tiny.TinyShape``) plus a linear head as
 a plain classifier on the task's training pictures (cross-entropy over its class names, the
 merged image tokens mean-pooled), and scores the eval pictures. No text side, no contrastive
-loss: what the tower does not reach under this direct objective, the full model is unlikely
-to reach. ``--cnn`` trains a small
-convolutional network on the same pictures, labels and steps instead, as a reference for how
-hard the task is to see at all.
+loss: what the tower does not reach under this direct objective, the full model is unlikely to
+reach. ``--cnn`` trains a small convolutional network on the same pictures, labels and steps
+instead, as a reference for how hard the task is to see at all.
 
     python benchmarks/bench_tiny_vision.py [--task Sample-Shapes] [--steps 1200] [--lr 2e-3]
     python benchmarks/bench_tiny_vision.py --shape patch_size=8,merge_size=3,image_side=96
