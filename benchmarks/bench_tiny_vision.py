@@ -14,9 +14,9 @@ instead, as a reference for how hard the task is to see at all.
     python benchmarks/bench_tiny_vision.py --cnn --steps 400
     python benchmarks/bench_tiny_vision.py --train-pairs 16000   # more training pictures
 
-``--train-pairs N`` generates the task with N training pairs (seed 0, into ``--work``); its
-eval pictures are the sample suite's (the generator draws them first, whatever N is) and the
-first 2000 training pairs are the suite's too.
+``--train-pairs N`` generates the task with N training pairs (seed 0, into ``--work``) and trains
+on them; its first 2000 are the suite's. The eval queries are always the sample suite's (the
+generated copy's are byte-identical: the generator draws them first, whatever N is).
 
 Needs the sample suite (generated on first use). Prints one JSON line: accuracy on the first
 500 training pictures and on all eval queries, the final batch loss, seconds and parameters.
@@ -35,14 +35,20 @@ import numpy as np
 import torch
 
 
-def rows(root: Path, task: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """(picture, class name) of the training pairs and of the eval queries."""
-    import pyarrow.parquet as pq
+def rows(train_root: Path, task: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(picture, class name) of the training pairs (MMEB-train rows under ``train_root``) and of
+    the eval queries (the sample suite's; their gold candidate comes first)."""
+    from mmeb.data import load_task_inputs
+    from mmeb.tasks import get_task
+    from vlm2vec.data import read_subsets
 
-    train = pq.read_table(next((root / "train" / task).glob("*.parquet"))).to_pylist()
-    test = pq.read_table(next((root / "eval" / task).glob("test-*.parquet"))).to_pylist()
-    return ([(root / "train" / r["qry_image_path"], r["pos_text"]) for r in train],
-            [(root / "eval" / "eval_images" / r["qry_img_path"], r["tgt_text"][0]) for r in test])
+    (subset,), _ = read_subsets(str(train_root), [task], "original", None)
+    train = [(Path(str(image)), label) for image, label in zip(subset.qry_image, subset.pos,
+                                                                strict=True)]
+    inputs, _ = load_task_inputs(get_task(task))
+    test = [(Path(str(inputs.queries[q].image_path)), inputs.targets[gold].raw)
+            for q, gold in zip(inputs.query_index, inputs.candidates[:, 0], strict=True)]
+    return train, test
 
 
 class VisionClassifier(torch.nn.Module):
@@ -105,12 +111,13 @@ class ConvClassifier(torch.nn.Module):
 def parse_shape(text: str) -> Any:
     from vlm2vec.tiny import TinyShape
 
+    fields = [f.name for f in dataclasses.fields(TinyShape)]
     values: dict[str, int] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        if key not in {f.name for f in dataclasses.fields(TinyShape)}:
+        if key not in fields:
             raise SystemExit(f"--shape: unknown TinyShape field {key!r}; fields: "
-                             + ", ".join(f.name for f in dataclasses.fields(TinyShape)))
+                             + ", ".join(fields))
         values[key] = int(value)
     return TinyShape(**values)
 
@@ -138,17 +145,19 @@ def main() -> None:
     root = ensure_sample()
     if args.train_pairs:
         from mmeb.sample.generate import generate
+        from mmeb.sample.spec import MANIFEST
 
         root = args.work / f"{args.task}-{args.train_pairs}"
-        if not (root / "manifest.json").is_file():
+        if not (root / MANIFEST).is_file():  # written last: a complete copy has it
             generate(root, seed=0, tasks=[args.task], train_pairs=args.train_pairs)
-    train, test = rows(root, args.task)
+    train, test = rows(root / "train", args.task)
     classes = sorted({c for _, c in train} | {c for _, c in test})
     shape = parse_shape(args.shape)
     model: Any = ConvClassifier(len(classes)) if args.cnn else VisionClassifier(shape, len(classes))
     x_train, x_test = model.prepare([p for p, _ in train]), model.prepare([p for p, _ in test])
-    y_train = torch.tensor([classes.index(c) for _, c in train])
-    y_test = torch.tensor([classes.index(c) for _, c in test])
+    number = {c: i for i, c in enumerate(classes)}
+    y_train = torch.tensor([number[c] for _, c in train])
+    y_test = torch.tensor([number[c] for _, c in test])
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start = time.perf_counter()
     loss = torch.tensor(float("nan"))
