@@ -195,6 +195,27 @@ def test_the_shipped_model_was_trained_by_the_committed_recipe(manifest):
         stage["max_steps"] for stage in committed]
 
 
+def shape_of(folder: Path) -> tiny.TinyShape:
+    """The TinyShape a Qwen2-VL checkpoint folder was built with (its config files)."""
+    config = json.loads((folder / "config.json").read_text())
+    text, vision = config["text_config"], config["vision_config"]
+    side = json.loads((folder / "preprocessor_config.json").read_text())["max_pixels"] ** 0.5
+    return tiny.TinyShape(
+        hidden_size=text["hidden_size"], intermediate_size=text["intermediate_size"],
+        layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
+        kv_heads=text["num_key_value_heads"], vision_dim=vision["embed_dim"],
+        vision_depth=vision["depth"], vision_heads=vision["num_heads"], image_side=int(side),
+        patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"])
+
+
+def test_the_shipped_architecture_is_the_one_the_recipe_builds(tmp_path):
+    # The recipe's architecture is TinyShape's defaults, not a config key, so the manifest test
+    # above cannot see a changed default: the shipped folder would no longer be rebuildable.
+    built = tiny.build_initial(tmp_path / "init", ["Identify the object shown in the image"])
+    assert shape_of(built) == tiny.TinyShape()
+    assert shape_of(packaged_folder()) == tiny.TinyShape()
+
+
 def test_the_recipe_refuses_what_it_sets_itself(tmp_path):
     from vlm2vec.cli import main
 
