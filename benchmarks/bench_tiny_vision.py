@@ -68,11 +68,17 @@ class VisionClassifier(torch.nn.Module):
                    if k not in ("image_processor_type", "processor_class")}
         self.processor = tf.Qwen2VLImageProcessor(**options)
 
-    def prepare(self, paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, paths: list[Path], max_shift: int = 0,
+                rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image
 
-        out = self.processor(images=[Image.open(p).convert("RGB") for p in paths],
-                             return_tensors="pt")
+        from vlm2vec.augment import shift
+
+        pictures = [Image.open(p).convert("RGB") for p in paths]
+        if max_shift:
+            assert rng is not None
+            pictures = [shift(picture, max_shift, rng) for picture in pictures]
+        out = self.processor(images=pictures, return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
 
     def forward(self, data: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor
@@ -98,10 +104,17 @@ class ConvClassifier(torch.nn.Module):
             torch.nn.Conv2d(2 * c, 2 * c, 3, padding=1), torch.nn.GELU(),
             torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2 * c, classes))
 
-    def prepare(self, paths: list[Path]) -> torch.Tensor:
+    def prepare(self, paths: list[Path], max_shift: int = 0,
+                rng: np.random.Generator | None = None) -> torch.Tensor:
         from PIL import Image
 
-        pictures = [np.asarray(Image.open(p).convert("RGB").resize((96, 96))) for p in paths]
+        from vlm2vec.augment import shift
+
+        pictures = [Image.open(p).convert("RGB") for p in paths]
+        if max_shift:
+            assert rng is not None
+            pictures = [shift(picture, max_shift, rng) for picture in pictures]
+        pictures = [np.asarray(picture.resize((96, 96))) for picture in pictures]
         return torch.tensor(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255
 
     def forward(self, data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -111,14 +124,15 @@ class ConvClassifier(torch.nn.Module):
 def parse_shape(text: str) -> Any:
     from vlm2vec.tiny import TinyShape
 
-    fields = [f.name for f in dataclasses.fields(TinyShape)]
-    values: dict[str, int] = {}
+    kinds = {f.name: float if f.type in (float, "float") else int
+             for f in dataclasses.fields(TinyShape)}
+    values: dict[str, float] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        if key not in fields:
+        if key not in kinds:
             raise SystemExit(f"--shape: unknown TinyShape field {key!r}; fields: "
-                             + ", ".join(fields))
-        values[key] = int(value)
+                             + ", ".join(kinds))
+        values[key] = kinds[key](value)
     return TinyShape(**values)
 
 
@@ -135,6 +149,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-pairs", type=int, default=0,
                         help="generate the task with this many training pairs (0: the suite's)")
+    parser.add_argument("--shift", type=int, default=0,
+                        help="move every training picture by up to this many pixels, drawn "
+                             "anew each step (vlm2vec.augment.shift)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmeb-bench-tiny-vision"))
     args = parser.parse_args()
 
@@ -161,9 +178,15 @@ def main() -> None:
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     start = time.perf_counter()
     loss = torch.tensor(float("nan"))
+    rng = np.random.default_rng(args.seed)
     for _ in range(args.steps):
         index = torch.randint(0, len(train), (args.batch,))
-        loss = torch.nn.functional.cross_entropy(model(x_train, index), y_train[index])
+        if args.shift:  # fresh shifts of this batch's pictures
+            batch = model.prepare([train[i][0] for i in index.tolist()], args.shift, rng)
+            logits = model(batch, torch.arange(args.batch))
+        else:
+            logits = model(x_train, index)
+        loss = torch.nn.functional.cross_entropy(logits, y_train[index])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -180,7 +203,8 @@ def main() -> None:
         "model": "cnn" if args.cnn else "qwen2vl-vision",
         "shape": None if args.cnn else dataclasses.asdict(shape),
         "params": sum(p.numel() for p in model.parameters()),
-        "steps": args.steps, "lr": args.lr, "final_loss": round(float(loss), 4),
+        "steps": args.steps, "lr": args.lr, "shift": args.shift,
+        "final_loss": round(float(loss.detach()), 4),
         "seconds": round(seconds, 1), "chance": round(1 / len(classes), 4),
         "train_accuracy": accuracy(x_train, y_train, min(500, len(train))),
         "eval_accuracy": accuracy(x_test, y_test, len(test)),

@@ -61,6 +61,9 @@ class TrainConfig:
                                  "subsets in every batch.")
     hard_negatives: bool = _key(False, "Add each row's neg_text/neg_image_path (where present) "
                                 "as an extra negative target.")
+    augment_shift: int = _key(0, "Move every training picture by up to this many pixels on "
+                              "each axis, drawn anew each time it is used (the border repeats "
+                              "the edge pixels); 0: pictures as they are (the original).")
     check_images: str = _key("header", "How images are checked before training: `exists`, "
                              "`header` (open and parse the header) or `decode` (read every "
                              "pixel).", ("exists", "header", "decode"))
@@ -325,7 +328,8 @@ def validate(config: TrainConfig) -> None:
     for key in positive:
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
-    for key in ("gc_chunk_size", "save_steps", "warmup_steps", "max_per_subset"):
+    for key in ("gc_chunk_size", "save_steps", "warmup_steps", "max_per_subset",
+                "augment_shift"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
     if config.temperature <= 0:

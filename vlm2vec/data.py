@@ -48,6 +48,9 @@ class Input:
     text: str
     image: str | None  # absolute path, or None for text-only
     origin: str = ""  # "CIRR row 12 query", for error messages
+    #: The picture as it is to be encoded when it is not the file as it is (augmentation);
+    #: ``image`` still names the file it came from.
+    pixels: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,9 @@ def load_image(item: Input, size: int) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     assert item.image is not None
+    if item.pixels is not None:  # an augmented copy stands in for the file
+        rgb = item.pixels.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
     try:
         with Image.open(item.image) as img:
             rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)

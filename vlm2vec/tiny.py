@@ -54,6 +54,10 @@ class TinyShape:
     #: model token. Smaller patches with a larger merge see finer detail for the same tokens.
     patch_size: int = 14
     merge_size: int = 2
+    #: Standard deviation of the vision tower's random initial weights (transformers' default
+    #: is 0.02). At width 64 that start leaves attention almost uniform and every patch token
+    #: alike, and the tower learns slowly (``benchmarks/bench_tiny_vision.py``).
+    vision_init_std: float = 0.02
 
 
 def words(text: str) -> list[str]:
@@ -121,6 +125,7 @@ def model_config(shape: TinyShape, vocab_size: int, tokenizer: Any) -> Any:
             "mlp_ratio": 2, "patch_size": shape.patch_size,
             "spatial_merge_size": shape.merge_size,
             "temporal_patch_size": 2, "in_channels": 3,
+            "initializer_range": shape.vision_init_std,
         },
         tie_word_embeddings=True,
         **ids,

@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from mmeb.atomic import write_atomic
 from mmeb.errors import MMEBError, ModelError
+from vlm2vec.augment import shift_pairs
 from vlm2vec.config import TrainConfig, differing_keys, to_dict, to_yaml
 from vlm2vec.data import (
     Input,
@@ -393,7 +394,11 @@ class Trainer:
     def train_step(self, pairs: list[Pair]) -> tuple[torch.Tensor, float]:
         """Gradients of one global batch, clipped, applied; returns (loss, grad norm)."""
         chunk = self.config.gc_chunk_size
-        loss_fn = self._loss_fn(pairs)
+        loss_fn = self._loss_fn(pairs)  # content keys name the files, shifted or not
+        if self.config.augment_shift:
+            # Drawn from (seed, step, rank): a resumed run shifts as the uninterrupted one.
+            rng = np.random.default_rng([self.config.seed, self.step, self.rank])
+            pairs = shift_pairs(pairs, self.config.augment_shift, rng)
         self.model.train()
         if chunk and chunk < len(pairs):
             chunks = [self._collate(pairs[i : i + chunk]) for i in range(0, len(pairs), chunk)]

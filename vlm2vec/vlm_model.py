@@ -66,7 +66,9 @@ def encoder_class(backbone: str) -> type[VLMEncoder]:
 def as_item(inp: Input) -> Item:
     """A training input as the harness's item (the adapters read its raw string)."""
     parsed = parse(inp.text, None)
-    return Item(raw=inp.text, text=parsed.text, image_path=inp.image, origin=inp.origin)
+    # An augmented picture stands in for the file (the adapter reads ``decoded`` first).
+    return Item(raw=inp.text, text=parsed.text, image_path=inp.image, origin=inp.origin,
+                decoded=inp.pixels)
 
 
 def _side(side: str) -> Side:
