@@ -13,10 +13,13 @@ instead, as a reference for how hard the task is to see at all.
     python benchmarks/bench_tiny_vision.py --shape patch_size=8,merge_size=3,image_side=96
     python benchmarks/bench_tiny_vision.py --cnn --steps 400
     python benchmarks/bench_tiny_vision.py --train-pairs 16000   # more training pictures
+    python benchmarks/bench_tiny_vision.py --shift 8 --shape vision_init_std=0.1
 
 ``--train-pairs N`` generates the task with N training pairs (seed 0, into ``--work``) and trains
 on them; its first 2000 are the suite's. The eval queries are always the sample suite's (the
-generated copy's are byte-identical: the generator draws them first, whatever N is).
+generated copy's are byte-identical: the generator draws them first, whatever N is). ``--shift N``
+moves every training picture by up to N pixels, drawn anew each step (``vlm2vec.augment``, as
+the trainer's ``augment_shift``).
 
 Needs the sample suite (generated on first use). Prints one JSON line: accuracy on the first
 500 training pictures and on all eval queries, the final batch loss, seconds and parameters.
