@@ -54,6 +54,19 @@ def rows(train_root: Path, task: str) -> tuple[list[tuple[Path, str]], list[tupl
     return train, test
 
 
+def pictures(paths: list[Path], max_shift: int = 0,
+             rng: np.random.Generator | None = None) -> list[Any]:
+    """The pictures as RGB images, each moved by ``vlm2vec.augment.shift`` when ``max_shift``."""
+    from mmeb.items import load_image
+    from vlm2vec.augment import shift
+
+    out = [load_image(str(p)) for p in paths]
+    if not max_shift:
+        return out
+    assert rng is not None
+    return [shift(picture, max_shift, rng) for picture in out]
+
+
 class VisionClassifier(torch.nn.Module):
     """The tiny model's vision tower (patches, blocks, merger) and a linear head."""
 
@@ -73,15 +86,7 @@ class VisionClassifier(torch.nn.Module):
 
     def prepare(self, paths: list[Path], max_shift: int = 0,
                 rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
-        from vlm2vec.augment import shift
-
-        pictures = [Image.open(p).convert("RGB") for p in paths]
-        if max_shift:
-            assert rng is not None
-            pictures = [shift(picture, max_shift, rng) for picture in pictures]
-        out = self.processor(images=pictures, return_tensors="pt")
+        out = self.processor(images=pictures(paths, max_shift, rng), return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
 
     def forward(self, data: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor
@@ -109,16 +114,8 @@ class ConvClassifier(torch.nn.Module):
 
     def prepare(self, paths: list[Path], max_shift: int = 0,
                 rng: np.random.Generator | None = None) -> torch.Tensor:
-        from PIL import Image
-
-        from vlm2vec.augment import shift
-
-        pictures = [Image.open(p).convert("RGB") for p in paths]
-        if max_shift:
-            assert rng is not None
-            pictures = [shift(picture, max_shift, rng) for picture in pictures]
-        pictures = [np.asarray(picture.resize((96, 96))) for picture in pictures]
-        return torch.tensor(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255
+        resized = [np.asarray(p.resize((96, 96))) for p in pictures(paths, max_shift, rng)]
+        return torch.tensor(np.stack(resized)).permute(0, 3, 1, 2).float() / 255
 
     def forward(self, data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return self.net(data[index])

@@ -118,15 +118,16 @@ def load_image(item: Input, size: int) -> torch.Tensor:
 
     assert item.image is not None
     if item.pixels is not None:  # an augmented copy stands in for the file
-        rgb = item.pixels.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    try:
-        with Image.open(item.image) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    except FileNotFoundError:
-        raise DataError(f"{item.origin}: image not found: {item.image}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{item.origin}: cannot read image {item.image} ({exc})") from None
+        rgb = item.pixels.convert("RGB")
+    else:
+        try:
+            with Image.open(item.image) as img:
+                rgb = img.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"{item.origin}: image not found: {item.image}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise DataError(f"{item.origin}: cannot read image {item.image} ({exc})") from None
+    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
