@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
@@ -75,7 +75,8 @@ def iter_batches(
 # ``encode_prepared``; the VLM and two-tower bases) and is given ``preprocess_workers`` > 0
 # (``--model-arg workers=N``) has its batches prepared by ``torch.utils.data.DataLoader``
 # workers: they read, resize and tokenise the next batches while this process runs the model.
-# The batches are the engine's, in order, so the vectors are those of ``encode``.
+# The batches are the engine's, in order, so the vectors are those of ``encode``. The trainer
+# builds its next steps' batches the same way (``vlm2vec train --data_workers N``).
 
 
 def preprocess_workers(encoder: object) -> int:
@@ -93,22 +94,18 @@ class _Failed:
         self.error = error
 
 
-class _PreparedBatches:
-    """Batch ``i`` of ``items`` (``batch_size`` each), preprocessed: a map-style dataset."""
+class _Indexed:
+    """``task(indices[i])``: a map-style dataset whose MMEB errors come back whole."""
 
-    def __init__(self, items: Sequence[Item], batch_size: int, prepare: Callable[..., Any]
-                 ) -> None:
-        self.items, self.batch_size, self.prepare = items, batch_size, prepare
+    def __init__(self, task: Callable[[int], Any], indices: Sequence[int]) -> None:
+        self.task, self.indices = task, indices
 
     def __len__(self) -> int:
-        return -(-len(self.items) // self.batch_size)
+        return len(self.indices)
 
-    def batch(self, index: int) -> Sequence[Item]:
-        return self.items[index * self.batch_size : (index + 1) * self.batch_size]
-
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, position: int) -> Any:
         try:
-            return self.prepare(self.batch(index))
+            return self.task(self.indices[position])
         except MMEBError as exc:
             return _Failed(exc)
 
@@ -117,21 +114,47 @@ def _as_is(prepared: Any) -> Any:
     return prepared
 
 
+def iter_in_workers(task: Callable[[int], Any], indices: Sequence[int], *, workers: int
+                    ) -> Generator[Any, None, None]:
+    """``task(i)`` for each of ``indices``, in order, computed ahead by ``workers`` processes
+    (at most two results per worker wait). ``task`` must be picklable where worker processes
+    are spawned rather than forked. An MMEB error raised in a worker is raised here,
+    unchanged, when its result is due."""
+    from torch.utils.data import DataLoader
+
+    loader: Any = DataLoader(cast(Any, _Indexed(task, indices)), batch_size=None, shuffle=False,
+                             num_workers=workers, collate_fn=_as_is, prefetch_factor=2)
+    results = iter(loader)
+    try:
+        for result in results:
+            if isinstance(result, _Failed):
+                raise result.error
+            yield result
+    finally:
+        del results  # stops the workers, also after a failed task
+
+
+class _Batch:
+    """``prepare`` of batch ``i`` of ``items`` (``batch_size`` each)."""
+
+    def __init__(self, items: Sequence[Item], batch_size: int, prepare: Callable[..., Any]
+                 ) -> None:
+        self.items, self.batch_size, self.prepare = items, batch_size, prepare
+
+    def __call__(self, index: int) -> Any:
+        return self.prepare(self.items[index * self.batch_size : (index + 1) * self.batch_size])
+
+
 def iter_prepared(
     items: Sequence[Item], batch_size: int, prepare: Callable[..., Any], *, workers: int
 ) -> Iterator[tuple[Sequence[Item], Any]]:
     """``(batch, prepare(batch))`` for consecutive batches of ``items``, prepared by
     ``workers`` processes, at most two batches per worker ahead."""
-    from torch.utils.data import DataLoader
-
-    dataset = _PreparedBatches(items, batch_size, prepare)
-    loader: Any = DataLoader(cast(Any, dataset), batch_size=None, shuffle=False,
-                             num_workers=workers, collate_fn=_as_is, prefetch_factor=2)
-    batches = iter(loader)
+    count = -(-len(items) // batch_size)
+    prepared = iter_in_workers(_Batch(items, batch_size, prepare), range(count),
+                               workers=workers)
     try:
-        for index, prepared in enumerate(batches):
-            if isinstance(prepared, _Failed):
-                raise prepared.error
-            yield dataset.batch(index), prepared
+        for index, result in enumerate(prepared):
+            yield items[index * batch_size : (index + 1) * batch_size], result
     finally:
-        del batches  # stops the workers, also after a failed batch
+        prepared.close()  # an early stop stops the workers now, not when collected

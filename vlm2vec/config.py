@@ -64,6 +64,9 @@ class TrainConfig:
     augment_shift: int = _key(0, "Move every training picture by up to this many pixels on "
                               "each axis, drawn anew each time it is used (the border repeats "
                               "the edge pixels); 0: pictures as they are (the original).")
+    data_workers: int = _key(0, "Worker processes that read, augment and collate the next "
+                             "steps' batches while this one trains (the same batches); 0: "
+                             "in the training process.")
     check_images: str = _key("header", "How images are checked before training: `exists`, "
                              "`header` (open and parse the header) or `decode` (read every "
                              "pixel).", ("exists", "header", "decode"))
@@ -139,7 +142,8 @@ class TrainConfig:
 
 #: Keys whose change does not change the numbers: allowed to differ on --resume.
 RUN_ONLY_KEYS = frozenset({"resume", "progress", "save_steps", "keep_checkpoints", "log_steps",
-                           "output_dir", "device", "check_images", "image_dir", "merge"})
+                           "output_dir", "device", "check_images", "image_dir", "merge",
+                           "data_workers"})
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper, section 4: LoRA rank 8 (the alpha and dropout are not stated; ours).
@@ -329,7 +333,7 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(config, key)}")
     for key in ("gc_chunk_size", "save_steps", "warmup_steps", "max_per_subset",
-                "augment_shift"):
+                "augment_shift", "data_workers"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
     if config.temperature <= 0:

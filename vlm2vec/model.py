@@ -8,6 +8,7 @@ model's loader reads back. A VLM backbone is one more subclass, registered in :d
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -38,6 +39,12 @@ class EmbeddingModel(nn.Module):
     @abstractmethod
     def collate(self, items: Sequence[Input], side: str) -> dict[str, Any]:
         """A batch for ``encode`` from one side ("query", "target" or "negative") of pairs."""
+
+    def collator(self) -> Callable[[Sequence[Input], str], dict[str, Any]]:
+        """``collate`` for worker processes (``data_workers``). This default is the bound
+        method, so a spawned worker receives the whole module; a model whose collation needs
+        no weights returns a callable without them."""
+        return self.collate
 
     @abstractmethod
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -131,6 +138,26 @@ def load_image(item: Input, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
+def toy_collate(items: Sequence[Input], side: str, *, vocab: int,  # noqa: ARG001
+                size: int) -> dict[str, Any]:
+    """The toy model's batch: hashed token ids with offsets, and the pictures of the rows that
+    have one (the side does not change it)."""
+    ids: list[int] = []
+    offsets: list[int] = []
+    pictures: list[torch.Tensor] = []
+    rows: list[int] = []
+    for row, item in enumerate(items):
+        offsets.append(len(ids))
+        ids.extend(hashed_tokens(item.text, vocab))
+        if item.image is not None:
+            pictures.append(load_image(item, size))
+            rows.append(row)
+    images = torch.stack(pictures) if pictures else torch.zeros(0, 3, size, size)
+    return {"token_ids": torch.tensor(ids, dtype=torch.long),
+            "offsets": torch.tensor(offsets, dtype=torch.long),
+            "images": images, "image_rows": torch.tensor(rows, dtype=torch.long)}
+
+
 class ToyNet(nn.Module):
     """Bag of hashed tokens + a two-layer conv net, each normalised, fused by a small MLP."""
 
@@ -184,22 +211,12 @@ class ToyEmbedder(EmbeddingModel):
                         "channels": channels}
         self.net: nn.Module = ToyNet(dim, vocab, channels)
 
-    def collate(self, items: Sequence[Input], side: str) -> dict[str, Any]:  # noqa: ARG002
-        vocab, size = self.options["vocab"], self.options["image_size"]
-        ids: list[int] = []
-        offsets: list[int] = []
-        pictures: list[torch.Tensor] = []
-        rows: list[int] = []
-        for row, item in enumerate(items):
-            offsets.append(len(ids))
-            ids.extend(hashed_tokens(item.text, vocab))
-            if item.image is not None:
-                pictures.append(load_image(item, size))
-                rows.append(row)
-        images = torch.stack(pictures) if pictures else torch.zeros(0, 3, size, size)
-        return {"token_ids": torch.tensor(ids, dtype=torch.long),
-                "offsets": torch.tensor(offsets, dtype=torch.long),
-                "images": images, "image_rows": torch.tensor(rows, dtype=torch.long)}
+    def collate(self, items: Sequence[Input], side: str) -> dict[str, Any]:
+        return self.collator()(items, side)
+
+    def collator(self) -> Callable[[Sequence[Input], str], dict[str, Any]]:
+        return functools.partial(toy_collate, vocab=self.options["vocab"],
+                                 size=self.options["image_size"])
 
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.net(batch)  # type: ignore[no-any-return]

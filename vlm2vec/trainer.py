@@ -33,17 +33,9 @@ import torch.distributed as dist
 
 from mmeb.atomic import write_atomic
 from mmeb.errors import MMEBError, ModelError
-from vlm2vec.augment import shift_pairs
+from vlm2vec.batches import StepInputs, step_batches
 from vlm2vec.config import TrainConfig, differing_keys, to_dict, to_yaml
-from vlm2vec.data import (
-    Input,
-    Pair,
-    PairStream,
-    TrainData,
-    batch_pairs,
-    load_train_data,
-    stream_for,
-)
+from vlm2vec.data import Input, Pair, PairStream, TrainData, load_train_data, stream_for
 from vlm2vec.gradcache import Reps, Sides, gradcache_step, plain_step
 from vlm2vec.loss import global_mean, info_nce
 from vlm2vec.model import EmbeddingModel, build_model, trainable_state
@@ -245,6 +237,10 @@ class Trainer:
             sizes = ", ".join(f"{s.name} {len(s)}" for s in self.data.subsets)
             log.info("training pairs: %d (%s)", sum(self.data.sizes), sizes)
         self.model = build_model(c).to(self.device)
+        self.inputs = StepInputs(
+            self.data, self.stream, self.model.collator(), global_batch=c.global_batch_size,
+            chunk=c.gc_chunk_size, shift=c.augment_shift, seed=c.seed, rank=self.rank,
+            world=self.world)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ModelError(f"model {c.model!r} has no trainable parameters")
@@ -354,11 +350,9 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------
 
     def _collate(self, pairs: list[Pair]) -> Sides:
-        sides = {"query": self.model.collate([p.query for p in pairs], "query"),
-                 "target": self.model.collate([p.target for p in pairs], "target")}
-        negatives = [p.negative for p in pairs if p.negative is not None]
-        if negatives:
-            sides["negative"] = self.model.collate(negatives, "negative")
+        return self._on_device(self.inputs.sides(pairs))
+
+    def _on_device(self, sides: Sides) -> Sides:
         return {k: _to_device(v, self.device) for k, v in sides.items()}
 
     def _forward(self, sides: Sides) -> Reps:
@@ -391,21 +385,20 @@ class Trainer:
 
         return loss
 
-    def train_step(self, pairs: list[Pair]) -> tuple[torch.Tensor, float]:
-        """Gradients of one global batch, clipped, applied; returns (loss, grad norm)."""
-        chunk = self.config.gc_chunk_size
+    def train_step(self, pairs: list[Pair], prepared: list[Sides] | None = None
+                   ) -> tuple[torch.Tensor, float]:
+        """Gradients of one global batch, clipped, applied; returns (loss, grad norm).
+        ``prepared``: the step's collated chunks when built ahead (``data_workers``)."""
         loss_fn = self._loss_fn(pairs)  # content keys name the files, shifted or not
-        if self.config.augment_shift:
-            # Drawn from (seed, step, rank): a resumed run shifts as the uninterrupted one.
-            rng = np.random.default_rng([self.config.seed, self.step, self.rank])
-            pairs = shift_pairs(pairs, self.config.augment_shift, rng)
+        if prepared is None:
+            prepared = self.inputs.prepare(pairs, self.step)
+        chunks = [self._on_device(sides) for sides in prepared]
         self.model.train()
-        if chunk and chunk < len(pairs):
-            chunks = [self._collate(pairs[i : i + chunk]) for i in range(0, len(pairs), chunk)]
+        if len(chunks) > 1:
             loss = gradcache_step(self._forward, chunks, loss_fn, device=self.device,
                                   no_sync=self.ddp.no_sync if self.ddp is not None else None)
         else:
-            loss = plain_step(self._forward, self._collate(pairs), loss_fn)
+            loss = plain_step(self._forward, chunks[0], loss_fn)
         norm = 0.0
         if self.config.max_grad_norm > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))
@@ -428,16 +421,18 @@ class Trainer:
         writer = _tensorboard(self.out) if self.main else None
         bar = _progress(c, self.step) if self.main else None
         last: dict[str, Any] = {}
+        batches = step_batches(self.inputs, range(self.step, c.max_steps), c.data_workers)
         try:
-            while self.step < c.max_steps:
-                t0 = time.perf_counter()
+            t0 = time.perf_counter()
+            for pairs, prepared in batches:
                 lr = self.scheduler.get_last_lr()[0]
-                pairs = batch_pairs(self.data, self.stream, self.step, c.global_batch_size,
-                                    self.rank, self.world)
-                loss, norm = self.train_step(pairs)
+                loss, norm = self.train_step(pairs, prepared)
                 self.step += 1
                 value = global_mean(loss)
-                rate = c.global_batch_size / max(time.perf_counter() - t0, 1e-9)
+                # From the end of the last step: the wait for this step's batch counts too.
+                now = time.perf_counter()
+                rate = c.global_batch_size / max(now - t0, 1e-9)
+                t0 = now
                 last = {"step": self.step, "loss": value, "lr": lr, "grad_norm": norm,
                         "samples_per_s": rate}
                 if self.main:
@@ -455,6 +450,7 @@ class Trainer:
                     self._save_checkpoint()
                 self._after_step(last)
         finally:
+            batches.close()
             if bar is not None:
                 bar.close()
             if writer is not None:

@@ -14,6 +14,7 @@ safetensors weights, tokenizer and image-processor files).
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,12 @@ def _side(side: str) -> Side:
     return Side.QUERY if side == "query" else Side.TARGET
 
 
+def collate_vlm(encoder: VLMEncoder, items: Sequence[Input], side: str) -> dict[str, Any]:
+    """One side of training pairs as the eval adapter formats and batches it."""
+    prepared = [encoder._prepare(as_item(i), side=_side(side), task=None) for i in items]
+    return encoder._collate(prepared)
+
+
 class VLMEmbedder(EmbeddingModel):
     """A VLM eval adapter's model in training: its formatting, forward pass and pooling."""
 
@@ -96,9 +103,11 @@ class VLMEmbedder(EmbeddingModel):
         return str(self.encoder.family)
 
     def collate(self, items: Sequence[Input], side: str) -> dict[str, Any]:
-        enc = self.encoder
-        prepared = [enc._prepare(as_item(i), side=_side(side), task=None) for i in items]
-        return enc._collate(prepared)
+        return collate_vlm(self.encoder, items, side)
+
+    def collator(self) -> Callable[[Sequence[Input], str], dict[str, Any]]:
+        # The adapter without its torch modules: tokenizer and image processor only.
+        return functools.partial(collate_vlm, self.encoder._without_model())
 
     def encode(self, batch: dict[str, Any]) -> torch.Tensor:
         # The encoder moves a batch to its device; follow the weights wherever .to() put them.
