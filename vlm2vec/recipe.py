@@ -35,12 +35,13 @@ def vision_config() -> Path:
 
 
 def recorded_config(config: Any) -> dict[str, Any]:
-    """A stage's training config as the manifest records it: without the paths of one build
-    and the display switch, so the same recipe records the same config anywhere."""
+    """A stage's training config as the manifest records it: without the paths of one build,
+    the display switch and the worker count (the same batches either way), so the same recipe
+    records the same config anywhere."""
     from vlm2vec.config import to_dict
 
     return {k: v for k, v in to_dict(config).items()
-            if k not in ("checkpoint", "output_dir", "progress")}
+            if k not in ("checkpoint", "output_dir", "progress", "data_workers")}
 
 
 def rebuild(out: Path, flags: list[str], *, install: bool = False,
