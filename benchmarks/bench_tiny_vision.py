@@ -10,10 +10,11 @@ reach. ``--cnn`` trains a small convolutional network on the same pictures, labe
 instead, as a reference for how hard the task is to see at all.
 
     python benchmarks/bench_tiny_vision.py [--task Sample-Shapes] [--steps 1200] [--lr 2e-3]
-    python benchmarks/bench_tiny_vision.py --shape patch_size=8,merge_size=3,image_side=96
+    python benchmarks/bench_tiny_vision.py --shape patch_size=8,merge_size=4   # also cell-aligned
+    python benchmarks/bench_tiny_vision.py --shape patch_size=14,image_side=112,vision_init_std=0.02
     python benchmarks/bench_tiny_vision.py --cnn --steps 400
     python benchmarks/bench_tiny_vision.py --train-pairs 16000   # more training pictures
-    python benchmarks/bench_tiny_vision.py --shift 8 --shape vision_init_std=0.1
+    python benchmarks/bench_tiny_vision.py --shift 8
 
 ``--train-pairs N`` generates the task with N training pairs (seed 0, into ``--work``) and trains
 on them; its first 2000 are the suite's. The eval queries are always the sample suite's (the

@@ -3,7 +3,7 @@ shipped inside the package (``weights/vlm2vec-tiny``).
 
 It is an ordinary VLM2Vec Qwen2-VL checkpoint read by the Qwen2-VL adapter; only two defaults
 differ. Its images keep their own size (``image_resolution=native``): the checkpoint's image
-processor already resizes every picture to 112 x 112 (16 image tokens), and squashing to
+processor already resizes every picture to 96 x 96 (9 image tokens), and squashing to
 1344 x 1344 first would only cost time. The weights are the packaged folder, whose files are
 listed with their SHA-256 in its ``manifest.json`` (:func:`verify_packaged`).
 """
@@ -25,7 +25,7 @@ MANIFEST = "manifest.json"
 class VLM2VecTiny(Qwen2VLEncoder):
     family = "vlm2vec-tiny"
     default_resolution = "native"
-    # 16 image tokens and a sentence: a CPU batch of 64 takes a few tens of milliseconds.
+    # 9 image tokens and a sentence: a CPU batch of 64 takes a few tens of milliseconds.
     default_batch_size = 64
     typical_tokens = 64
 

@@ -125,7 +125,7 @@ def test_the_tokenizer_reads_words_and_appends_the_end_token():
     assert tokens == [tiny.IMAGE, "Find", "the", "ROSE", '"', tiny.UNK, '"', ".", tiny.END]
 
 
-@pytest.mark.parametrize(("patch", "merge"), [(14, 2), (7, 4)])
+@pytest.mark.parametrize(("patch", "merge"), [(16, 2), (8, 4)])
 def test_a_finer_patch_grid_keeps_the_image_tokens_and_loads_through_the_adapter(
         tmp_path, patch, merge):
     import numpy as np
@@ -143,13 +143,30 @@ def test_a_finer_patch_grid_keeps_the_image_tokens_and_loads_through_the_adapter
     prepared = encoder._prepare(items[0], side="query", task=None)
     ids = prepared["input_ids"].tolist()
     image_id = encoder.tokenizer.convert_tokens_to_ids(tiny.IMAGE)
-    # (112 / (patch * merge))^2 = 16 language-model tokens at either geometry; the vision
-    # tower sees (112 / patch)^2 patches.
-    assert ids.count(image_id) == 16
-    assert int(prepared["image_grid_thw"][0, 1:].prod()) == (112 // patch) ** 2
+    # (96 / (patch * merge))^2 = 9 language-model tokens, one per cell of the sample suite's
+    # 3 x 3 grid, at either geometry; the vision tower sees (96 / patch)^2 patches.
+    assert ids.count(image_id) == 9
+    assert int(prepared["image_grid_thw"][0, 1:].prod()) == (96 // patch) ** 2
     vectors = encoder.encode(items, side="query")
     assert vectors.shape == (1, 128)
     assert np.isfinite(vectors).all()
+
+
+def test_each_image_token_covers_one_cell_of_the_sample_scenes():
+    # The geometry's reason (TinyShape): one language-model token per cell of the 3 x 3 scene
+    # grid, every cell's centre on the corner of four patches, so an object meets the patch
+    # grid alike in every cell.
+    from mmeb.sample.render import GRID, Layout
+
+    shape = tiny.TinyShape()
+    token = shape.patch_size * shape.merge_size
+    layout = Layout(shape.image_side)
+    assert shape.image_side == GRID * token == GRID * layout.cell
+    centres = {layout.centre(cell) for cell in range(GRID * GRID)}
+    assert len(centres) == GRID * GRID
+    for x, y in centres:
+        assert x % token == y % token == token // 2
+        assert x % shape.patch_size == y % shape.patch_size == 0
 
 
 def test_every_eval_word_is_in_the_vocabulary_fitted_to_training_texts(sample_root):
@@ -162,12 +179,14 @@ def test_every_eval_word_is_in_the_vocabulary_fitted_to_training_texts(sample_ro
 # -- the recipe -------------------------------------------------------------------------------
 
 
-def test_the_recipe_trains_and_its_loss_falls(tmp_path, sample_root):
+def test_the_recipe_trains_its_loss_falls_and_a_rerun_reuses_finished_stages(tmp_path, sample_root):
     from vlm2vec.cli import main
+    from vlm2vec.recipe import STAGES
 
     out = tmp_path / "run"
-    main(["tiny", "--out", str(out), "--limit", "4", "--max_steps", "16", "--warmup_steps",
-          "2", "--global_batch_size", "16", "--save_steps", "0"])
+    quick = ["tiny", "--out", str(out), "--limit", "4", "--max_steps", "16", "--warmup_steps",
+             "2", "--global_batch_size", "16", "--save_steps", "0"]
+    main(quick)
     losses = [json.loads(line)["loss"] for line in
               (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 16
@@ -175,21 +194,35 @@ def test_the_recipe_trains_and_its_loss_falls(tmp_path, sample_root):
     ship = out / "vlm2vec-tiny"
     manifest = json.loads((ship / MANIFEST).read_text())
     assert manifest["sha256"] == file_digests(ship)
-    assert [stage["steps"] for stage in manifest["training"]] == [16, 16]
+    assert [stage["steps"] for stage in manifest["training"]] == [16, 16, 16, 16]
     assert set(manifest["sample_scores"]) == set(SAMPLE)
     assert manifest["sample_scores_limit"] == 4
     assert verify_packaged(ship) == []
+
+    # A rerun into the same folder reuses every finished stage of the same config; a stage
+    # that did not finish is trained again, and so is every stage after it (its input changed).
+    stages = [out / folder for folder, _ in STAGES]
+    finished = {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages}
+    main(quick)
+    assert {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages} == finished
+    assert json.loads((ship / MANIFEST).read_text())["sha256"] == manifest["sha256"]
+    (stages[1] / "summary.json").unlink()
+    main(quick)
+    again = {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages}
+    assert again[stages[0]] == finished[stages[0]]
+    assert all(again[stage] != finished[stage] for stage in stages[1:])
+    # The same seed retrains the same model, byte for byte.
+    assert json.loads((ship / MANIFEST).read_text())["sha256"] == manifest["sha256"]
 
 
 def test_the_shipped_model_was_trained_by_the_committed_recipe(manifest):
     # A recipe edited without retraining (or a model installed from an edited recipe) would
     # make `vlm2vec tiny` rebuild something other than what ships.
     from vlm2vec.config import build_config
-    from vlm2vec.recipe import recipe_config, recorded_config, vision_config
+    from vlm2vec.recipe import recorded_config, stage_configs
 
     assert manifest["recipe"] == "vlm2vec tiny"
-    committed = [recorded_config(build_config(path, []))
-                 for path in (vision_config(), recipe_config())]
+    committed = [recorded_config(build_config(path, [])) for path in stage_configs()]
     defaults = recorded_config(build_config(overrides={}))
     for shipped, recipe in zip(manifest["config"], committed, strict=True):
         # A key the trainer gained after this model was trained may be missing from its

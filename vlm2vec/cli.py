@@ -16,9 +16,10 @@ Contrastive training of an embedding model on MMEB-train pairs (the VLM2Vec reci
 Every config key is also a flag; precedence: defaults < preset < FILE.yaml < flags.
 Under several processes: torchrun --nproc_per_node N -m vlm2vec.cli train ...
 Example: vlm2vec train --config {example} --max_steps 50
-`vlm2vec tiny` rebuilds the packaged vlm2vec-tiny model from {recipe}
-into DIR (default runs/vlm2vec-tiny); --install replaces the packaged copy; --limit N
-scores only the first N queries of each sample task (a quick check).
+`vlm2vec tiny` rebuilds the packaged vlm2vec-tiny model from the configs in {recipe}
+(stages: {stages}) into DIR (default runs/vlm2vec-tiny); --install
+replaces the packaged copy; --limit N scores only the first N queries of each sample task
+(a quick check).
 
 config keys:
 {keys}
@@ -32,9 +33,11 @@ def example_config() -> Path:
 
 def _usage() -> str:
     from vlm2vec.config import config_help
-    from vlm2vec.recipe import recipe_config
+    from vlm2vec.recipe import STAGES, recipe_config
 
-    return USAGE.format(example=example_config(), recipe=recipe_config(), keys=config_help())
+    stages = ", ".join(name for _, name in STAGES)
+    return USAGE.format(example=example_config(), recipe=recipe_config().parent, stages=stages,
+                        keys=config_help())
 
 
 def _split_config(argv: list[str]) -> tuple[Path | None, list[str]]:

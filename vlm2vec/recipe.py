@@ -2,9 +2,13 @@
 
 1. the sample suite's cached copy (seed 0, small), generated if missing;
 2. a random tiny Qwen2-VL with a tokenizer fitted to its training texts (:mod:`vlm2vec.tiny`);
-3. ``vlm2vec train`` twice: ``configs/vlm2vec-tiny-vision.yaml`` (the image side, on image ->
-   image pairs), then ``configs/vlm2vec-tiny.yaml`` (every task) from its output; any
-   ``--key value`` flag applies to both;
+3. ``vlm2vec train`` once per stage (:data:`STAGES`), each from the previous one's output:
+   ``configs/vlm2vec-tiny-vision.yaml`` (the image side, on image -> image pairs),
+   ``configs/vlm2vec-tiny.yaml`` (every task in every batch),
+   ``configs/vlm2vec-tiny-by-task.yaml`` (every batch from one task), then
+   ``configs/vlm2vec-tiny-anneal.yaml`` (the same at half the rate, in a new order); any
+   ``--key value`` flag applies to every stage. A rerun into the same ``--out`` reuses each
+   finished stage whose config and inputs are unchanged (:func:`finished_with`);
 4. the shippable folder ``<out>/vlm2vec-tiny``: the trained model's files and a
    ``manifest.json`` with their SHA-256, the training summary, the model's hit@1 on every
    sample task (evaluated as ``mmeb run`` does) and the train/eval overlap;
@@ -26,12 +30,24 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_
                "preprocessor_config.json", "generation_config.json")
 
 
+#: The recipe's stages in order: (output folder under ``--out``, committed config file).
+STAGES = (("vision", "vlm2vec-tiny-vision.yaml"), ("train", "vlm2vec-tiny.yaml"),
+          ("by-task", "vlm2vec-tiny-by-task.yaml"), ("anneal", "vlm2vec-tiny-anneal.yaml"))
+
+
+def _config_file(name: str) -> Path:
+    return Path(__file__).resolve().parent / "configs" / name
+
+
 def recipe_config() -> Path:
-    return Path(__file__).resolve().parent / "configs" / "vlm2vec-tiny.yaml"
+    """The main stage's config (every task mixed in every batch); its header describes the
+    recipe."""
+    return _config_file("vlm2vec-tiny.yaml")
 
 
-def vision_config() -> Path:
-    return Path(__file__).resolve().parent / "configs" / "vlm2vec-tiny-vision.yaml"
+def stage_configs() -> list[Path]:
+    """The committed config of every stage, in training order."""
+    return [_config_file(name) for _, name in STAGES]
 
 
 def recorded_config(config: Any) -> dict[str, Any]:
@@ -44,6 +60,26 @@ def recorded_config(config: Any) -> dict[str, Any]:
             if k not in ("checkpoint", "output_dir", "progress", "data_workers")}
 
 
+def finished_with(config: Any, data: Path) -> bool:
+    """Whether ``config.output_dir`` holds a finished training run of ``config`` on the
+    training pairs under ``data``: its ``summary.json`` (written last) records the same
+    settings, up to the display switch and the worker count, which do not change the model,
+    and the same data folder (which names the sample suite's version)."""
+    from vlm2vec.config import to_dict
+
+    summary = Path(config.output_dir) / "summary.json"
+    if not summary.is_file():
+        return False
+    recorded = json.loads(summary.read_text())
+
+    def settings(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in ("progress", "data_workers")}
+
+    return (isinstance(recorded.get("config"), dict)
+            and recorded.get("data_source", {}).get("folder") == str(data)
+            and settings(recorded["config"]) == settings(json.loads(json.dumps(to_dict(config)))))
+
+
 def rebuild(out: Path, flags: list[str], *, install: bool = False,
             limit: int | None = None) -> Path:
     """Run the recipe into ``out``; returns the shippable folder. ``limit`` evaluates only the
@@ -54,18 +90,31 @@ def rebuild(out: Path, flags: list[str], *, install: bool = False,
     from vlm2vec.tiny import build_initial, overlap_report, training_texts
 
     root = ensure_sample()
-    first = build_config(vision_config(), flags)  # a bad flag fails before anything is built
-    build_config(recipe_config(), flags)
-    init = build_initial(out / "init", training_texts(root), seed=first.seed)
+    # A bad flag fails before anything is built.
+    first, *_ = [build_config(path, flags) for path in stage_configs()]
+    init = out / "init"
+    before = file_digests(init) if init.is_dir() else None
+    build_initial(init, training_texts(root), seed=first.seed)
     from vlm2vec.trainer import train
 
-    vision = build_config(vision_config(), flags, overrides={
-        "checkpoint": str(init), "output_dir": str(out / "vision")})
-    train(vision)
-    config = build_config(recipe_config(), flags, overrides={
-        "checkpoint": str(out / "vision"), "output_dir": str(out / "train")})
-    train(config)
-    trained = out / "train"
+    # A stage is reused only while every input it read is unchanged: the starting checkpoint
+    # (deterministic, compared file by file) and each earlier stage (reused, not retrained).
+    reusable = before == file_digests(init)
+    configs: list[Any] = []
+    checkpoint = init
+    for folder, name in STAGES:
+        config = build_config(_config_file(name), flags, overrides={
+            "checkpoint": str(checkpoint), "output_dir": str(out / folder)})
+        reusable = reusable and finished_with(config, root / "train")
+        if reusable:
+            log.info("%s: reusing the finished run of the same config", out / folder)
+        else:
+            if (out / folder).exists():
+                shutil.rmtree(out / folder)  # a stopped or stale stage of this recipe
+            train(config)
+        configs.append(config)
+        checkpoint = out / folder
+    trained = checkpoint
     ship = out / "vlm2vec-tiny"
     if ship.exists():
         shutil.rmtree(ship)
@@ -73,16 +122,16 @@ def rebuild(out: Path, flags: list[str], *, install: bool = False,
     for name in MODEL_FILES:
         if (trained / name).is_file():
             shutil.copy2(trained / name, ship / name)
-    summary = json.loads((trained / "summary.json").read_text())
-    first_summary = json.loads((out / "vision" / "summary.json").read_text())
+    summaries = [json.loads((out / folder / "summary.json").read_text())
+                 for folder, _ in STAGES]
     scores = evaluate_on_sample(ship, out / "eval", limit)
     manifest: dict[str, Any] = {
         "model": "vlm2vec-tiny",
         "recipe": f"vlm2vec tiny {' '.join(flags)}".strip(),
         "sample_suite": root.name,
         "training": [{k: s[k] for k in ("steps", "final_loss", "pairs", "seconds")}
-                     for s in (first_summary, summary)],
-        "config": [recorded_config(c) for c in (vision, config)],
+                     for s in summaries],
+        "config": [recorded_config(c) for c in configs],
         "sample_scores": scores,
         "sample_scores_limit": limit,
         "train_eval_overlap": overlap_report(root),
