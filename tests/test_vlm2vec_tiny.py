@@ -89,7 +89,7 @@ def scores(sample_root, tmp_path_factory) -> dict[str, tuple[float, float]]:
     return {d["task"]: (d["metrics"]["hit@1"], d["chance"]) for d in outcome.results}
 
 
-def test_the_packaged_model_is_at_least_three_times_chance_on_every_meta_task(scores):
+def test_the_packaged_model_meets_the_targets_three_times_chance_and_mean_one_half(scores):
     from mmeb.tasks import get_task
 
     by_meta: dict[str, list[tuple[float, float]]] = {}
@@ -100,9 +100,12 @@ def test_the_packaged_model_is_at_least_three_times_chance_on_every_meta_task(sc
         hit = sum(h for h, _ in values) / len(values)
         chance = sum(c for _, c in values) / len(values)
         assert hit >= 3 * chance, meta
-    # Far above the random baseline overall (which scores chance, about 1.3% here).
+    # Far above the random baseline overall (which scores chance, about 1.3% here), and at
+    # least half of all queries right on average over the twelve tasks.
     mean_chance = sum(c for _, c in scores.values()) / len(scores)
-    assert sum(h for h, _ in scores.values()) / len(scores) >= 10 * mean_chance
+    mean = sum(h for h, _ in scores.values()) / len(scores)
+    assert mean >= 10 * mean_chance
+    assert mean >= 0.5
 
 
 def test_the_packaged_model_scores_what_its_manifest_recorded(scores, manifest):

@@ -56,8 +56,8 @@ class TinyShape:
     #: centre on the corner its four patches share: an object looks the same to the tower in
     #: every cell, so what it learns in one cell holds in the other eight. A grid that cuts
     #: cells at other offsets (112 px with 14-pixel patches: cells of 37.3 pixels) shows the
-    #: same object as a different input in each, and the tower alone reached a third of the
-    #: accuracy on Sample-Shapes (``benchmarks/bench_tiny_vision.py``).
+    #: same object as a different input in each, and the tower alone reached less than half
+    #: the accuracy on Sample-Shapes (``benchmarks/bench_tiny_vision.py``).
     patch_size: int = 16
     merge_size: int = 2
     #: Standard deviation of the vision tower's random initial weights (transformers' default
