@@ -205,15 +205,19 @@ def test_the_recipe_trains_its_loss_falls_and_a_rerun_reuses_finished_stages(tmp
     # A rerun into the same folder reuses every finished stage of the same config; a stage
     # that did not finish is trained again, and so is every stage after it (its input changed).
     stages = [out / folder for folder, _ in STAGES]
-    finished = {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages}
+
+    def written() -> list[int]:  # when each stage's summary (its last file) was written
+        return [(stage / "summary.json").stat().st_mtime_ns for stage in stages]
+
+    finished = written()
     main(quick)
-    assert {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages} == finished
+    assert written() == finished
     assert json.loads((ship / MANIFEST).read_text())["sha256"] == manifest["sha256"]
     (stages[1] / "summary.json").unlink()
     main(quick)
-    again = {stage: (stage / "summary.json").stat().st_mtime_ns for stage in stages}
-    assert again[stages[0]] == finished[stages[0]]
-    assert all(again[stage] != finished[stage] for stage in stages[1:])
+    again = written()
+    assert again[0] == finished[0]
+    assert all(a != b for a, b in zip(again[1:], finished[1:], strict=True))
     # The same seed retrains the same model, byte for byte.
     assert json.loads((ship / MANIFEST).read_text())["sha256"] == manifest["sha256"]
 

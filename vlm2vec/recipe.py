@@ -50,34 +50,41 @@ def stage_configs() -> list[Path]:
     return [_config_file(name) for _, name in STAGES]
 
 
+#: Config keys that do not change the trained model: the display switch and the worker count
+#: (the same batches either way).
+NO_EFFECT = ("progress", "data_workers")
+
+
 def recorded_config(config: Any) -> dict[str, Any]:
-    """A stage's training config as the manifest records it: without the paths of one build,
-    the display switch and the worker count (the same batches either way), so the same recipe
-    records the same config anywhere."""
+    """A stage's training config as the manifest records it: without the paths of one build
+    and the keys of :data:`NO_EFFECT`, so the same recipe records the same config anywhere."""
     from vlm2vec.config import to_dict
 
     return {k: v for k, v in to_dict(config).items()
-            if k not in ("checkpoint", "output_dir", "progress", "data_workers")}
+            if k not in ("checkpoint", "output_dir", *NO_EFFECT)}
 
 
 def finished_with(config: Any, data: Path) -> bool:
     """Whether ``config.output_dir`` holds a finished training run of ``config`` on the
     training pairs under ``data``: its ``summary.json`` (written last) records the same
-    settings, up to the display switch and the worker count, which do not change the model,
-    and the same data folder (which names the sample suite's version)."""
+    settings, paths included, up to the keys of :data:`NO_EFFECT`, and the same data folder
+    (which names the sample suite's version)."""
     from vlm2vec.config import to_dict
 
     summary = Path(config.output_dir) / "summary.json"
     if not summary.is_file():
         return False
     recorded = json.loads(summary.read_text())
+    ran = recorded.get("config")
+    # Through JSON, as the summary stored it (tuples become lists).
+    wanted = json.loads(json.dumps(to_dict(config)))
 
-    def settings(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in values.items() if k not in ("progress", "data_workers")}
+    def effective(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in NO_EFFECT}
 
-    return (isinstance(recorded.get("config"), dict)
+    return (isinstance(ran, dict)
             and recorded.get("data_source", {}).get("folder") == str(data)
-            and settings(recorded["config"]) == settings(json.loads(json.dumps(to_dict(config)))))
+            and effective(ran) == effective(wanted))
 
 
 def rebuild(out: Path, flags: list[str], *, install: bool = False,
